@@ -1,0 +1,1 @@
+"""tritonlens.bench: perf_analyzer scenarios and in-process baselines."""

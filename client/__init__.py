@@ -1,0 +1,1 @@
+"""tritonlens.client: typed Triton clients and the `tritonlens` command line."""

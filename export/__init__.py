@@ -1,0 +1,1 @@
+"""tritonlens.export: torch -> ONNX / TorchScript, and the model repository's configs."""

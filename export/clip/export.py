@@ -1,0 +1,287 @@
+"""Export an OpenCLIP model into a Triton model repository.
+
+``export_clip`` writes these models (contracts in the README):
+
+==================== =========== =====================================================
+model                backend     what it does
+==================== =========== =====================================================
+clip_preprocess      python      image bytes -> UINT8 [S, S, 3], open_clip's eval transform
+clip_image_encoder   onnxruntime UINT8 [S, S, 3] -> FP32 [D] unit-norm embedding
+clip_tokenize        python      text -> INT64 [L] token ids, open_clip's tokenizer
+clip_text_encoder    onnxruntime INT64 [L] -> FP32 [D] unit-norm embedding
+clip_zero_shot       onnxruntime FP32 [D] -> FP32 [C] label probabilities, labels.txt
+clip_classify        ensemble    image bytes -> probabilities (class_count gives top-k)
+clip_embed_image     ensemble    image bytes -> embedding
+clip_embed_text      ensemble    text -> embedding
+==================== =========== =====================================================
+
+(``pytorch`` instead of ``onnxruntime`` with ``fmt="torchscript"``.)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
+from tritonlens.export.config import Step, Tensor, ensemble_config, model_config, write_model
+from tritonlens.export.repository import python_model_source
+
+RESIZE_MODES = ("shortest", "squash")
+INTERPOLATIONS = ("bicubic", "bilinear")
+
+
+class ExportError(ValueError):
+    """The export cannot be done as asked (bad labels, templates, model or weights)."""
+
+
+@dataclass
+class ClipExportOptions:
+    """What ``tritonlens export clip`` was asked to do.
+
+    Attributes:
+        model: an open_clip architecture name (``open_clip.list_models()``), e.g. ViT-B-32.
+        pretrained: an open_clip pretrained tag, a local checkpoint path, or None/"none"
+            for random initialisation (seeded with ``seed``; flagged everywhere).
+        labels: class names, one per label, in output order.
+        templates: prompt templates with ``{}`` for the class name; None uses open_clip's
+            80 ImageNet templates (``OPENAI_IMAGENET_TEMPLATES``).
+        fmt: ``onnx`` (served by the onnxruntime backend) or ``torchscript`` (pytorch).
+        max_batch_size: largest batch Triton forms for the image models (text: twice).
+        instance_count: model instances per model (1 keeps CPU threads from competing).
+        threads: intra-op threads per encoder instance (0: the host's core count).
+        max_queue_delay_us: dynamic batching delay in microseconds.
+    """
+
+    model: str = "ViT-B-32"
+    pretrained: str | None = None
+    labels: list[str] = field(default_factory=list)
+    templates: list[str] | None = None
+    fmt: str = "onnx"
+    max_batch_size: int = 32
+    instance_count: int = 1
+    threads: int = 0
+    max_queue_delay_us: int = 2000
+    seed: int = 0
+    opset: int = 17
+
+
+def read_lines(path: str | os.PathLike, what: str) -> list[str]:
+    """Non-empty, stripped lines of a UTF-8 text file (labels or templates)."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except FileNotFoundError:
+        raise ExportError(f"{what} file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise ExportError(f"{what} file is not UTF-8 text: {path}") from None
+    lines = [line for line in lines if line]
+    if not lines:
+        raise ExportError(f"{what} file is empty: {path}")
+    return lines
+
+
+def load_open_clip(model: str, pretrained: str | None, seed: int = 0):
+    """Build an open_clip model (eval mode, CPU) and say where its weights came from.
+
+    Returns ``(model, preprocess_cfg, weights)`` where ``weights`` is ``"random"`` or the
+    pretrained tag / checkpoint path.
+
+    Raises:
+        ExportError: unknown architecture, or weights that cannot be loaded (hub tags need
+            network access to the model hub; pass a local checkpoint path instead).
+    """
+    import open_clip
+
+    if model not in open_clip.list_models():
+        raise ExportError(f"unknown open_clip model {model!r}; see open_clip.list_models()")
+    if pretrained in (None, "", "none"):
+        torch.manual_seed(seed)
+        pretrained = None
+    elif not os.path.exists(pretrained) and pretrained not in open_clip.list_pretrained_tags_by_model(model):
+        raise ExportError(f"--pretrained {pretrained!r} is neither a local checkpoint file nor a "
+                          f"pretrained tag of {model} (tags: "
+                          f"{', '.join(open_clip.list_pretrained_tags_by_model(model)) or 'none'})")
+    try:
+        clip = open_clip.create_model(model, pretrained=pretrained, device="cpu")
+    except Exception as err:  # hub download failures come in many exception types
+        raise ExportError(f"could not load weights {pretrained!r} for {model}: {err}. A pretrained "
+                          "tag downloads from a model hub; offline, pass a local checkpoint path")
+    clip.eval()
+    cfg = open_clip.get_model_preprocess_cfg(clip)
+    return clip, cfg, ("random" if pretrained is None else str(pretrained))
+
+
+def label_embeddings(clip, model: str, labels: list[str], templates: list[str] | None,
+                     show_progress: bool = False) -> torch.Tensor:
+    """fp32 [D, C]: open_clip's ``build_zero_shot_classifier`` over labels x templates.
+
+    Each class name is put into every template, the texts are encoded, their unit-norm
+    embeddings averaged and the mean renormalised (Radford et al. 2021, prompt ensembling).
+    """
+    import open_clip
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    if templates is not None:
+        bad = [t for t in templates if "{}" not in t]
+        if bad:
+            raise ExportError(f"template without '{{}}' for the class name: {bad[0]!r}")
+    tokenizer = open_clip.get_tokenizer(model)
+    with torch.no_grad():
+        return open_clip.build_zero_shot_classifier(
+            clip, tokenizer, labels, templates or OPENAI_IMAGENET_TEMPLATES,
+            num_classes_per_batch=8, device="cpu", use_tqdm=show_progress)
+
+
+def save_graph(module: torch.nn.Module, example: torch.Tensor, input_name: str,
+               output_name: str, fmt: str, opset: int, out_dir: Path) -> Path:
+    """Export ``module`` with a dynamic batch axis to ``model.onnx`` or ``model.pt``."""
+    module.eval()
+    # nn.MultiheadAttention's inference fast path (aten::_native_multi_head_attention) has
+    # no ONNX symbolic: trace the plain path, which computes the same attention.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        return _save_graph(module, example, input_name, output_name, fmt, opset, out_dir)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _save_graph(module, example, input_name, output_name, fmt, opset, out_dir) -> Path:
+    with torch.no_grad():
+        if fmt == "onnx":
+            path = out_dir / "model.onnx"
+            torch.onnx.export(module, (example,), str(path), input_names=[input_name],
+                              output_names=[output_name], opset_version=opset, dynamo=False,
+                              dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
+        else:
+            path = out_dir / "model.pt"
+            torch.jit.trace(module, (example,), check_trace=False).save(str(path))
+    return path
+
+
+def export_clip(options: ClipExportOptions, repo: Path,
+                report: Callable[[str], None] = lambda step: None,
+                show_progress: bool = False) -> dict[str, str]:
+    """Export CLIP per ``options`` into ``repo``; returns a summary (name -> value).
+
+    ``report`` is called with a short description at the start of each step (the CLI shows
+    it as a progress display).
+
+    Raises:
+        ExportError: bad options, labels, templates or weights (nothing is half-written for
+            such errors: they are all checked before the first file is written).
+    """
+    if options.fmt not in ("onnx", "torchscript"):
+        raise ExportError(f"--format must be onnx or torchscript, not {options.fmt!r}")
+    if not options.labels:
+        raise ExportError("no labels: give a labels file with one class name per line")
+    if len(set(options.labels)) != len(options.labels):
+        dup = next(l for l in options.labels if options.labels.count(l) > 1)
+        raise ExportError(f"label {dup!r} appears more than once in the labels file")
+    if options.max_batch_size < 1:
+        raise ExportError("max batch size must be at least 1")
+
+    report(f"loading {options.model} ({options.pretrained or 'random weights'})")
+    clip, cfg, weights = load_open_clip(options.model, options.pretrained, options.seed)
+    size = cfg["size"][0] if isinstance(cfg["size"], (tuple, list)) else cfg["size"]
+    if isinstance(cfg["size"], (tuple, list)) and cfg["size"][0] != cfg["size"][1]:
+        raise ExportError(f"{options.model}: non-square input {cfg['size']} is not supported")
+    if cfg.get("resize_mode", "shortest") not in RESIZE_MODES:
+        raise ExportError(f"{options.model}: resize_mode {cfg['resize_mode']!r} not supported")
+    if cfg.get("interpolation", "bicubic") not in INTERPOLATIONS:
+        raise ExportError(f"{options.model}: interpolation {cfg['interpolation']!r} not supported")
+    context_length = int(getattr(clip, "context_length", 77))
+    logit_bias = getattr(clip, "logit_bias", None)
+
+    report(f"encoding {len(options.labels)} labels x "
+           f"{len(options.templates) if options.templates else 80} prompt templates")
+    classifier = label_embeddings(clip, options.model, options.labels, options.templates,
+                                  show_progress)
+    embed_dim = int(classifier.shape[0])
+
+    threads = options.threads or os.cpu_count() or 1
+    backend = "onnxruntime" if options.fmt == "onnx" else "pytorch"
+    suffix = "" if options.fmt == "onnx" else "__0"  # native pytorch backend output naming
+    thread_param = ({"intra_op_thread_count": str(threads)} if backend == "onnxruntime"
+                    else {"INTRA_OP_THREAD_COUNT": str(threads)})
+    common = {
+        "tritonlens.family": "clip",
+        "tritonlens.model_name": options.model,
+        "tritonlens.weights": weights,
+        "tritonlens.format": options.fmt,
+        **thread_param,
+    }
+    mbs, text_mbs = options.max_batch_size, 2 * options.max_batch_size
+    batching = dict(max_queue_delay_us=options.max_queue_delay_us,
+                    instance_count=options.instance_count)
+    repo.mkdir(parents=True, exist_ok=True)
+    pixels = Tensor("pixels", "uint8", (size, size, 3))
+    image_embedding = Tensor("embedding" + suffix, "fp32", (embed_dim,))
+    token_ids = Tensor("token_ids", "int64", (context_length,))
+    n_labels = len(options.labels)
+    labels_txt = "\n".join(options.labels) + "\n"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, module, example, inp, out in (
+            ("clip_image_encoder", ImageEncoder(clip, cfg["mean"], cfg["std"]),
+             torch.zeros(2, size, size, 3, dtype=torch.uint8), pixels, image_embedding),
+            ("clip_text_encoder", TextEncoder(clip),
+             torch.zeros(2, context_length, dtype=torch.int64), token_ids,
+             Tensor("embedding" + suffix, "fp32", (embed_dim,))),
+            ("clip_zero_shot", ZeroShotHead(classifier, clip.logit_scale.exp().item(),
+                                            None if logit_bias is None else logit_bias.item()),
+             torch.zeros(2, embed_dim), Tensor("embedding", "fp32", (embed_dim,)),
+             Tensor("probabilities" + suffix, "fp32", (n_labels,), label_filename="labels.txt")),
+        ):
+            report(f"exporting {name} ({options.fmt})")
+            work = tmp / name
+            work.mkdir()
+            graph = save_graph(module, example, inp.name, out.name, options.fmt, options.opset, work)
+            model_mbs = text_mbs if name != "clip_image_encoder" else mbs
+            config = model_config(name, backend, [inp], [out], max_batch_size=model_mbs,
+                                  parameters=common, **batching)
+            extra = {"labels.txt": labels_txt} if name == "clip_zero_shot" else {}
+            write_model(repo, config, {graph.name: graph}, extra=extra)
+
+    report("writing clip_preprocess, clip_tokenize and the ensembles")
+    write_model(repo, model_config(
+        "clip_preprocess", "python", [Tensor("image", "bytes", (1,))], [pixels],
+        max_batch_size=mbs, max_queue_delay_us=0, instance_count=max(1, min(2, threads)),
+        parameters={"image_size": str(size), "resize_mode": cfg.get("resize_mode", "shortest"),
+                    "interpolation": cfg.get("interpolation", "bicubic"),
+                    "max_image_pixels": str(50_000_000), "max_image_bytes": str(64 << 20),
+                    "apply_exif_orientation": "false", "tritonlens.family": "clip"}),
+        {"model.py": python_model_source("clip_preprocess")})
+    write_model(repo, model_config(
+        "clip_tokenize", "python", [Tensor("text", "bytes", (1,))], [token_ids],
+        max_batch_size=text_mbs, parameters={"model_name": options.model,
+                                             "context_length": str(context_length),
+                                             "tritonlens.family": "clip"}),
+        {"model.py": python_model_source("clip_tokenize")})
+
+    image, text = Tensor("image", "bytes", (1,)), Tensor("text", "bytes", (1,))
+    embedding = Tensor("embedding", "fp32", (embed_dim,))
+    preprocess = Step("clip_preprocess", {"image": "image"}, {"pixels": "pixels"})
+    encode = Step("clip_image_encoder", {"pixels": "pixels"}, {"embedding" + suffix: "embedding"})
+    write_model(repo, ensemble_config(
+        "clip_classify", [image],
+        [Tensor("probabilities", "fp32", (n_labels,), label_filename="labels.txt")],
+        [preprocess, encode, Step("clip_zero_shot", {"embedding": "embedding"},
+                                  {"probabilities" + suffix: "probabilities"})],
+        max_batch_size=mbs), extra={"labels.txt": labels_txt})
+    write_model(repo, ensemble_config("clip_embed_image", [image], [embedding],
+                                      [preprocess, encode], max_batch_size=mbs))
+    write_model(repo, ensemble_config(
+        "clip_embed_text", [text], [embedding],
+        [Step("clip_tokenize", {"text": "text"}, {"token_ids": "token_ids"}),
+         Step("clip_text_encoder", {"token_ids": "token_ids"}, {"embedding" + suffix: "embedding"})],
+        max_batch_size=text_mbs))
+    return {"model": options.model, "weights": weights, "format": options.fmt,
+            "image_size": str(size), "embedding_dim": str(embed_dim), "labels": str(n_labels),
+            "repository": str(repo)}

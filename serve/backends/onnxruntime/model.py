@@ -1,0 +1,54 @@
+"""tritonlens' Python-based ``onnxruntime`` backend.
+
+Triton runs this file for every model whose config says ``backend: "onnxruntime"`` when the
+backend directory holds ``onnxruntime/model.py`` instead of the native
+``libtriton_onnxruntime.so`` (which no registry ships for pip-only hosts). The model
+directory is the one the NGC container serves natively: ``config.pbtxt`` plus
+``<version>/model.onnx`` (or ``default_model_filename``).
+
+Config parameters honoured, named as the native onnxruntime backend names them:
+``intra_op_thread_count``, ``inter_op_thread_count`` (0 = onnxruntime's default),
+``enable_mem_arena`` and ``enable_mem_pattern`` ("0"/"1"). Instances of kind GPU use the
+CUDA execution provider on their device when onnxruntime-gpu is installed.
+"""
+
+import os
+
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+from tritonlens.serve.batching import execute_requests, read_model_config
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.spec = read_model_config(args["model_config"])
+        params = self.spec.parameters
+        path = os.path.join(args["model_repository"], args["model_version"],
+                            self.spec.default_model_filename or "model.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0") or 0)
+        options.inter_op_num_threads = int(params.get("inter_op_thread_count", "0") or 0)
+        options.enable_cpu_mem_arena = params.get("enable_mem_arena", "1") != "0"
+        options.enable_mem_pattern = params.get("enable_mem_pattern", "1") != "0"
+        providers = ["CPUExecutionProvider"]
+        if (args.get("model_instance_kind") == "GPU"
+                and "CUDAExecutionProvider" in ort.get_available_providers()):
+            device = int(args.get("model_instance_device_id", 0))
+            providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
+        self.session = ort.InferenceSession(path, options, providers=providers)
+        self.output_names = [o.name for o in self.spec.outputs]
+        logger = pb_utils.Logger
+        logger.log_info(f"{self.spec.name}: onnxruntime {ort.__version__} on "
+                        f"{self.session.get_providers()[0]}, {os.path.basename(path)}, "
+                        f"intra_op_threads={options.intra_op_num_threads}")
+        if params.get("tritonlens.weights") == "random":
+            logger.log_warn(f"{self.spec.name}: RANDOM-INITIALISED weights (exported without a "
+                            "checkpoint); its outputs are not real predictions")
+
+    def _run(self, inputs):
+        outputs = self.session.run(self.output_names, inputs)
+        return dict(zip(self.output_names, outputs))
+
+    def execute(self, requests):
+        return execute_requests(pb_utils, self.spec, requests, self._run, "onnxruntime")

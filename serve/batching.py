@@ -1,0 +1,167 @@
+"""Request handling shared by tritonlens' Python-based backends (onnxruntime, pytorch).
+
+Triton's dynamic batcher hands a Python model several requests in one ``execute()`` call.
+The native backends concatenate them along the batch axis and run once; these helpers do
+the same with plain numpy, so they can be unit-tested without a server:
+
+* :func:`read_model_config` turns Triton's JSON model config into the few fields needed;
+* :func:`run_batched` groups requests whose non-batch shapes agree, runs each group as one
+  batch, splits the outputs back per request, and turns a failure into a per-request
+  error so one bad request never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+# Triton data types -> numpy (the subset the project's models use, plus common ones).
+TRITON_TO_NUMPY = {
+    "TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8, "TYPE_UINT16": np.uint16,
+    "TYPE_UINT32": np.uint32, "TYPE_UINT64": np.uint64, "TYPE_INT8": np.int8,
+    "TYPE_INT16": np.int16, "TYPE_INT32": np.int32, "TYPE_INT64": np.int64,
+    "TYPE_FP16": np.float16, "TYPE_FP32": np.float32, "TYPE_FP64": np.float64,
+    "TYPE_STRING": np.object_,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a model config: name, numpy dtype, dims without batch."""
+
+    name: str
+    dtype: type
+    dims: tuple[int, ...]
+    optional: bool = False
+
+
+@dataclass
+class ModelSpec:
+    """The parts of a Triton model config that the Python-based backends act on."""
+
+    name: str
+    max_batch_size: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    parameters: dict[str, str] = field(default_factory=dict)
+    default_model_filename: str = ""
+
+
+def read_model_config(model_config_json: str) -> ModelSpec:
+    """Parse ``args["model_config"]`` (Triton's model config as JSON) into a ModelSpec."""
+    cfg = json.loads(model_config_json)
+
+    def specs(entries):
+        return [TensorSpec(e["name"], TRITON_TO_NUMPY[e["data_type"]],
+                           tuple(int(d) for d in e.get("dims", [])),
+                           bool(e.get("optional", False)))
+                for e in entries]
+
+    return ModelSpec(
+        name=cfg["name"],
+        max_batch_size=int(cfg.get("max_batch_size", 0)),
+        inputs=specs(cfg.get("input", [])),
+        outputs=specs(cfg.get("output", [])),
+        parameters={k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()},
+        default_model_filename=cfg.get("default_model_filename", ""),
+    )
+
+
+def check_input(spec: TensorSpec, array: np.ndarray, batched: bool) -> str | None:
+    """Why ``array`` does not fit ``spec`` (dtype, rank, fixed dims), or None if it fits.
+
+    Triton validates requests against the config before they reach a model; this is the
+    backend's own guard, so a mismatch is reported, never computed on.
+    """
+    if array.dtype != np.dtype(spec.dtype):
+        return (f"input '{spec.name}' has dtype {array.dtype}, expected "
+                f"{np.dtype(spec.dtype)}")
+    shape = array.shape[1:] if batched else array.shape
+    if len(shape) != len(spec.dims) or any(d != -1 and d != s for d, s in zip(spec.dims, shape)):
+        expected = ("[batch, " if batched else "[") + ", ".join(map(str, spec.dims)) + "]"
+        return f"input '{spec.name}' has shape {list(array.shape)}, expected {expected}"
+    return None
+
+
+def run_batched(
+    requests: list[dict[str, np.ndarray]],
+    run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    batched: bool = True,
+) -> list[dict[str, np.ndarray] | Exception]:
+    """Run ``run`` over requests, concatenated along axis 0 where their shapes allow.
+
+    Args:
+        requests: per request, input name -> array of shape ``[b_i, *dims]``.
+        run: computes outputs (name -> ``[sum b_i, *dims]``) from concatenated inputs.
+        batched: False for models with ``max_batch_size: 0`` (run each request alone).
+
+    Returns:
+        Per request, in order: its outputs (name -> ``[b_i, *dims]``), or the exception that
+        its group raised (the caller turns it into that request's error response).
+    """
+    results: list[dict[str, np.ndarray] | Exception] = [None] * len(requests)  # type: ignore
+    groups: dict[tuple, list[int]] = {}
+    for i, inputs in enumerate(requests):
+        if batched:
+            key = tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(inputs.items()))
+        else:
+            key = ("request", i)
+        groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        try:
+            if len(members) == 1:
+                outputs = run(requests[members[0]])
+                results[members[0]] = outputs
+                continue
+            names = requests[members[0]].keys()
+            stacked = {n: np.concatenate([requests[i][n] for i in members]) for n in names}
+            outputs = run(stacked)
+            start = 0
+            for i in members:
+                b = next(iter(requests[i].values())).shape[0]
+                results[i] = {n: v[start:start + b] for n, v in outputs.items()}
+                start += b
+        except Exception as err:  # noqa: BLE001 - reported per request, never raised
+            for i in members:
+                results[i] = err
+    return results
+
+
+def execute_requests(pb_utils, spec: ModelSpec, requests, run, engine: str):
+    """The whole ``execute()`` of a Python-based backend: one response per request, in order.
+
+    Reads each request's inputs (checking them with :func:`check_input`), runs the valid ones
+    through :func:`run_batched`, and answers every request either with its outputs or with a
+    ``TritonError`` that names the model and the problem. ``pb_utils`` is Triton's
+    ``triton_python_backend_utils`` module (importable only inside the stub, hence passed in).
+    """
+    batched = spec.max_batch_size > 0
+    per_request, problems = [], []
+    for request in requests:
+        inputs, problem = {}, None
+        for tensor_spec in spec.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, tensor_spec.name)
+            if tensor is None:
+                if not tensor_spec.optional:
+                    problem = problem or f"missing input '{tensor_spec.name}'"
+                continue
+            inputs[tensor_spec.name] = tensor.as_numpy()
+            problem = problem or check_input(tensor_spec, inputs[tensor_spec.name], batched)
+        per_request.append(inputs)
+        problems.append(problem)
+    runnable = [i for i, p in enumerate(problems) if p is None]
+    outcome = dict(zip(runnable, run_batched([per_request[i] for i in runnable], run, batched)))
+    responses = []
+    for i, problem in enumerate(problems):
+        result = outcome.get(i)
+        if problem is not None or isinstance(result, Exception):
+            message = problem or f"{engine} failed: {result}"
+            responses.append(pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"{spec.name}: {message}")))
+            continue
+        responses.append(pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor(o.name, np.ascontiguousarray(result[o.name])) for o in spec.outputs]))
+    return responses

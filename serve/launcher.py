@@ -1,0 +1,356 @@
+"""Run a real ``tritonserver`` on a model repository, from a pip-only host.
+
+The server binary is the complete Triton 2.51 (release 24.10) that ships inside the
+``nvidia-pytriton`` wheel; PyTriton's own Python API is not used. Facts this module relies
+on (measured, see the project's notes on local Triton):
+
+* the Python backend must be *copied* (not symlinked) into a backend directory of our own,
+  together with the Python-backend stub built for the running ``major.minor``;
+* a copied stub loses its ``$ORIGIN`` search path, so ``nvidia_pytriton.libs`` and the
+  interpreter's ``LIBDIR`` go on ``LD_LIBRARY_PATH``;
+* the stub finds its Python home through ``python3`` on ``PATH``: the running
+  interpreter's ``bin/`` must come first, so that ``model.py`` files see this environment's
+  site-packages (numpy, onnxruntime, torch, tritonlens);
+* SIGINT to the server's PID stops it cleanly (about 3 s) and frees its ``/dev/shm`` regions.
+
+Besides the ``python`` backend, the backend directory holds tritonlens' Python-based
+``onnxruntime`` and ``pytorch`` backends (``serve/backends/<name>/model.py``), so configs
+that say ``backend: "onnxruntime"`` are served here unchanged, exactly as the NGC
+container's native backends serve them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+BACKENDS_SOURCE = Path(__file__).parent / "backends"
+PYTHON_BASED_BACKENDS = ("onnxruntime", "pytorch")
+
+
+class TritonNotFoundError(RuntimeError):
+    """The ``tritonserver`` binary (from the ``nvidia-pytriton`` wheel) is not installed."""
+
+
+class ServerStartError(RuntimeError):
+    """``tritonserver`` exited or did not become live within the start-up timeout."""
+
+
+class ModelLoadError(RuntimeError):
+    """One or more models failed to load. ``failures`` maps model name to Triton's reason."""
+
+    def __init__(self, failures: dict[str, str]):
+        self.failures = failures
+        lines = [f"{name}: {reason}" for name, reason in sorted(failures.items())]
+        super().__init__("model(s) failed to load:\n  " + "\n  ".join(lines))
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the pieces of the wheel's Triton live on this host."""
+
+    binary: Path
+    libs: Path  # nvidia_pytriton.libs: libtritonserver, libcudart, libb64 ...
+    python_backend: Path  # libtriton_python.so + triton_python_backend_utils.py
+    stub: Path  # triton_python_backend_stub for this interpreter's major.minor
+    caches: Path
+
+    @property
+    def version(self) -> str:
+        return "2.51.0"
+
+
+def find_triton() -> TritonInstall:
+    """Locate the Triton server inside the installed ``nvidia-pytriton`` wheel.
+
+    Raises:
+        TritonNotFoundError: the wheel is missing or lacks a stub for this Python version.
+    """
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise TritonNotFoundError(
+            "tritonserver not found: install the server wheel with "
+            "`pip install nvidia-pytriton==0.7.0` (it ships Triton 2.51)"
+        )
+    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    libs = root.parent.parent / "nvidia_pytriton.libs"
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    install = TritonInstall(
+        binary=root / "bin" / "tritonserver",
+        libs=libs,
+        python_backend=root / "backends" / "python",
+        stub=root / "python_backend_stubs" / py / "triton_python_backend_stub",
+        caches=root / "caches",
+    )
+    for path in (install.binary, install.libs, install.python_backend, install.stub):
+        if not path.exists():
+            raise TritonNotFoundError(f"incomplete Triton install, missing {path}")
+    return install
+
+
+def assemble_backend_directory(install: TritonInstall, dest: Path | None = None) -> Path:
+    """Build a ``--backend-directory`` with the Python backend and the Python-based backends.
+
+    Layout::
+
+        <dest>/python/{libtriton_python.so, triton_python_backend_utils.py,
+                       triton_python_backend_stub}
+        <dest>/onnxruntime/model.py     # tritonlens' Python-based onnxruntime backend
+        <dest>/pytorch/model.py         # tritonlens' Python-based pytorch backend
+
+    Files are real copies: Triton refuses a backend library that resolves outside its
+    backend directory. The directory is cached under ``~/.cache/tritonlens`` by a hash of
+    its sources, so repeated starts do not copy again.
+    """
+    sources = [
+        install.python_backend / "libtriton_python.so",
+        install.python_backend / "triton_python_backend_utils.py",
+        install.stub,
+        *(BACKENDS_SOURCE / name / "model.py" for name in PYTHON_BASED_BACKENDS),
+    ]
+    if dest is None:
+        digest = hashlib.sha256()
+        for src in sources:
+            digest.update(str(src).encode())
+            digest.update(src.read_bytes() if src.suffix == ".py" else str(src.stat().st_mtime).encode())
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        dest = cache / "tritonlens" / "backends" / digest.hexdigest()[:16]
+    if (dest / ".complete").exists():
+        return dest
+    (dest / "python").mkdir(parents=True, exist_ok=True)
+    for src in sources[:3]:
+        shutil.copy2(src, dest / "python" / src.name)
+    for name in PYTHON_BASED_BACKENDS:
+        (dest / name).mkdir(exist_ok=True)
+        shutil.copy2(BACKENDS_SOURCE / name / "model.py", dest / name / "model.py")
+    (dest / ".complete").touch()
+    return dest
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def server_environment(install: TritonInstall) -> dict[str, str]:
+    """Environment for the server process: this interpreter's ``bin/`` first on PATH and
+    the bundled libraries plus libpython's directory on LD_LIBRARY_PATH."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    libdirs = [str(install.libs), sysconfig.get_config_var("LIBDIR") or ""]
+    if env.get("LD_LIBRARY_PATH"):
+        libdirs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(d for d in libdirs if d)
+    # Keep each stub's numerical libraries from spawning one thread per core per instance;
+    # the backends set their own intra-op thread counts from the model config.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+class TritonServer:
+    """A ``tritonserver`` process on a model repository, as a context manager.
+
+    Example::
+
+        with TritonServer("model_repository", http_port=0, grpc_port=0) as server:
+            print(server.grpc_url)   # "127.0.0.1:41235"
+
+    Ports given as 0 are chosen free at start. ``start()`` waits until the server is live
+    and every model reached a final state; if any model is UNAVAILABLE it raises
+    :class:`ModelLoadError` naming each one with Triton's reason (unless
+    ``require_all_models=False``; the server then keeps serving the others).
+
+    Args:
+        model_repository: the repository directory (``config.pbtxt`` per model).
+        host: address every endpoint binds to.
+        http_port / grpc_port / metrics_port: Triton's ports (defaults 8000/8001/8002).
+        model_control_mode: ``none`` (load everything), ``poll`` or ``explicit``.
+        load_models: with ``explicit``, the models to load at start (``--load-model``).
+        log_verbose: Triton's ``--log-verbose`` level (0 = off).
+        log_file: where the server's stdout/stderr go; None inherits this process's.
+        startup_timeout: seconds to wait for the server to become live (s).
+        extra_args: more ``tritonserver`` flags, passed through unchanged.
+    """
+
+    def __init__(
+        self,
+        model_repository: str | os.PathLike,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        model_control_mode: str = "none",
+        load_models: tuple[str, ...] | list[str] = (),
+        log_verbose: int = 0,
+        log_file: str | os.PathLike | None = None,
+        startup_timeout: float = 300.0,
+        require_all_models: bool = True,
+        extra_args: tuple[str, ...] | list[str] = (),
+    ):
+        self.model_repository = Path(model_repository).resolve()
+        if not self.model_repository.is_dir():
+            raise FileNotFoundError(f"model repository {self.model_repository} does not exist; "
+                                    "run `tritonlens export ...` first")
+        if model_control_mode not in ("none", "poll", "explicit"):
+            raise ValueError(f"model_control_mode must be none, poll or explicit, not {model_control_mode!r}")
+        self.host = host
+        self.http_port = http_port or free_port(host)
+        self.grpc_port = grpc_port or free_port(host)
+        self.metrics_port = metrics_port or free_port(host)
+        self.model_control_mode = model_control_mode
+        self.load_models = list(load_models)
+        self.log_verbose = log_verbose
+        self.log_file = Path(log_file) if log_file else None
+        self.startup_timeout = startup_timeout
+        self.require_all_models = require_all_models
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen | None = None
+        self._log_handle = None
+
+    # -- endpoints -------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def url(self, protocol: str) -> str:
+        """The endpoint for ``protocol`` (``grpc`` or ``http``)."""
+        return self.grpc_url if protocol == "grpc" else self.http_url
+
+    # -- lifecycle -------------------------------------------------------------------
+    def command(self, install: TritonInstall, backend_dir: Path) -> list[str]:
+        """The full ``tritonserver`` command line."""
+        cmd = [
+            str(install.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backend_dir}",
+            f"--cache-directory={install.caches}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--pinned-memory-pool-byte-size=0",
+            "--strict-readiness=true",
+            "--exit-on-error=false",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--log-verbose={self.log_verbose}",
+        ]
+        cmd += [f"--load-model={name}" for name in self.load_models]
+        return cmd + self.extra_args
+
+    def start(self) -> "TritonServer":
+        """Start the server and wait for it (see the class docstring for what is raised)."""
+        install = find_triton()
+        backend_dir = assemble_backend_directory(install)
+        if self.log_file:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log_handle = open(self.log_file, "ab")
+        self.process = subprocess.Popen(
+            self.command(install, backend_dir),
+            env=server_environment(install),
+            stdout=self._log_handle, stderr=subprocess.STDOUT if self._log_handle else None,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it cleanly
+        )
+        try:
+            self._wait_live()
+            failures = self.model_failures()
+            if failures and self.require_all_models:
+                raise ModelLoadError(failures)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_live(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerStartError(
+                    f"tritonserver exited with code {self.process.returncode} during start-up"
+                    + self._log_hint())
+            if self._http_status("/v2/health/live") == 200:
+                return
+            time.sleep(0.2)
+        raise ServerStartError(f"tritonserver was not live after {self.startup_timeout:.0f} s"
+                               + self._log_hint())
+
+    def _log_hint(self) -> str:
+        if not self.log_file or not self.log_file.exists():
+            return ""
+        tail = self.log_file.read_text(errors="replace").splitlines()[-15:]
+        return "; last log lines:\n  " + "\n  ".join(tail)
+
+    def _http_status(self, path: str, data: bytes | None = None) -> int:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}{path}", data=data, timeout=5) as resp:
+                return resp.status
+        except urllib.error.HTTPError as err:
+            return err.code
+        except (urllib.error.URLError, OSError):
+            return -1
+
+    def repository_index(self) -> list[dict]:
+        """Triton's model repository index: ``[{name, version, state, reason}, ...]``."""
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}",
+                                     method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def model_failures(self) -> dict[str, str]:
+        """Models whose state is UNAVAILABLE, mapped to Triton's reason."""
+        return {m["name"]: m.get("reason", "") for m in self.repository_index()
+                if m.get("state") == "UNAVAILABLE"}
+
+    def is_ready(self) -> bool:
+        """True when the server answers ready (every loaded model ready)."""
+        return self._http_status("/v2/health/ready") == 200
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Stop with SIGINT (Triton's clean shutdown); SIGKILL after ``timeout`` seconds.
+
+        Returns the server's exit code, or None if it was not running.
+        """
+        if self.process is None:
+            return None
+        code = self.process.poll()
+        if code is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                code = self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                code = self.process.wait()
+        if self._log_handle:
+            self._log_handle.close()
+            self._log_handle = None
+        return code
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
