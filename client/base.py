@@ -1,0 +1,143 @@
+"""What every tritonlens client shares: a connection over gRPC or HTTP, and clear errors.
+
+The model families' clients (``ClipClient``, ...) subclass :class:`TritonClient`. Any stock
+Triton client can call the same models; this layer only adds typed results, concurrency
+and one-line error messages.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+
+PROTOCOLS = ("grpc", "http")
+DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+
+
+class TritonLensError(RuntimeError):
+    """A request could not be served; ``str(err)`` is a one-line reason for the user."""
+
+
+class ServerUnreachableError(TritonLensError):
+    """No Triton server answers at the URL."""
+
+
+class ModelNotReadyError(TritonLensError):
+    """The server answers but the model is not loaded (or does not exist)."""
+
+
+class InferenceError(TritonLensError):
+    """The server refused or failed one request (bad input, model error)."""
+
+
+def _modules(protocol: str):
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    elif protocol == "http":
+        import tritonclient.http as module
+    else:
+        raise ValueError(f"protocol must be grpc or http, not {protocol!r}")
+    from tritonclient.utils import InferenceServerException
+    return module, InferenceServerException
+
+
+def one_line(err: Exception) -> str:
+    """Triton's error text without status-code noise, on one line."""
+    text = err.message() if hasattr(err, "message") and callable(err.message) else str(err)
+    return " ".join(str(text).split())
+
+
+class TritonClient:
+    """A connection to one Triton server.
+
+    Safe to share between threads: each thread gets its own tritonclient connection.
+
+    Args:
+        url: ``host:port`` of the server's gRPC or HTTP endpoint (defaults: 8001 / 8000).
+        protocol: ``grpc`` or ``http``.
+        timeout: seconds to wait for one request (network timeout).
+    """
+
+    def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 120.0):
+        self.protocol = protocol
+        self.module, self._exception = _modules(protocol)
+        self.url = url or DEFAULT_URLS[protocol]
+        self.timeout = timeout
+        self._local = threading.local()
+
+    @property
+    def connection(self):
+        """This thread's tritonclient ``InferenceServerClient``."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.protocol == "grpc":
+                conn = self.module.InferenceServerClient(self.url)
+            else:
+                conn = self.module.InferenceServerClient(
+                    self.url, connection_timeout=self.timeout, network_timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def check_ready(self, *models: str) -> None:
+        """Raise a clear error unless the server is live and every model is ready.
+
+        Raises:
+            ServerUnreachableError, ModelNotReadyError.
+        """
+        try:
+            live = self.connection.is_server_live()
+        except Exception as err:  # noqa: BLE001 - connection errors come in many types
+            raise ServerUnreachableError(
+                f"no Triton server at {self.url} ({self.protocol}): {one_line(err)}; "
+                "start one with `tritonlens serve`") from None
+        if not live:
+            raise ServerUnreachableError(f"Triton server at {self.url} is not live")
+        for model in models:
+            try:
+                ready = self.connection.is_model_ready(model)
+            except self._exception as err:
+                raise ModelNotReadyError(f"model {model!r}: {one_line(err)}") from None
+            if not ready:
+                raise ModelNotReadyError(
+                    f"model {model!r} is not ready on {self.url}: export it with "
+                    f"`tritonlens export ...` and check `tritonlens status`")
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray],
+              outputs: Sequence[str] = (), class_count: int = 0, **kwargs):
+        """Send one request; returns tritonclient's result (``as_numpy(name)``).
+
+        Args:
+            inputs: input name -> array; numpy dtype decides the Triton type (object or
+                bytes arrays are sent as BYTES).
+            outputs: output names to request (all when empty).
+            class_count: with > 0, ask Triton's classification extension for the top
+                ``class_count`` entries ("score:index:label") of every requested output.
+            kwargs: passed to tritonclient's ``infer`` (sequence_id, sequence_start, ...).
+
+        Raises:
+            ServerUnreachableError, InferenceError.
+        """
+        from tritonclient.utils import np_to_triton_dtype
+
+        infer_inputs = []
+        for name, array in inputs.items():
+            dtype = "BYTES" if array.dtype == np.object_ or array.dtype.kind == "S" else \
+                np_to_triton_dtype(array.dtype)
+            item = self.module.InferInput(name, list(array.shape), dtype)
+            item.set_data_from_numpy(array)
+            infer_inputs.append(item)
+        requested = [self.module.InferRequestedOutput(name, class_count=class_count)
+                     for name in outputs] or None
+        try:
+            if self.protocol == "grpc":
+                kwargs.setdefault("client_timeout", self.timeout)
+            return self.connection.infer(model, infer_inputs, outputs=requested, **kwargs)
+        except self._exception as err:
+            message = one_line(err)
+            if "failed to connect" in message.lower() or "unavailable" in message.lower():
+                raise ServerUnreachableError(f"no Triton server at {self.url}: {message}") from None
+            raise InferenceError(f"{model}: {message}") from None
+        except (ConnectionError, OSError) as err:
+            raise ServerUnreachableError(f"no Triton server at {self.url}: {err}") from None

@@ -1,0 +1,147 @@
+"""The ``tritonlens`` command line.
+
+    tritonlens export clip ...     write a model family into a Triton model repository
+    tritonlens serve               run tritonserver on it (Ctrl-C stops it cleanly)
+    tritonlens status              is the server up, which models are loaded, with what
+    tritonlens classify / embed    the clip plugin's commands (more come from plugins)
+    tritonlens demo                the whole path on real photos, start to finish
+
+Model families are plugins (entry-point group ``tritonlens.plugins``): each adds
+``tritonlens export <family>`` and its own commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tritonlens.client.base import TritonClient, TritonLensError
+from tritonlens.client.options import DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console, fail
+from tritonlens.client.plugins import load_plugins
+
+app = typer.Typer(
+    help="Serve OpenCLIP and SAM 2 encoders on NVIDIA Triton Inference Server.\n\n"
+         "Typical flow: `tritonlens export clip --labels labels.txt`, then `tritonlens serve`, "
+         "then `tritonlens classify photo.jpg` in another terminal.",
+    no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False)
+export_app = typer.Typer(help="Export a model family into a Triton model repository.",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@app.command()
+def serve(
+    repo: Repo = DEFAULT_REPO,
+    host: Annotated[str, typer.Option(help="Address every endpoint binds to")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="HTTP/REST port (0 = any free port)")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (0 = any free port)")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (0 = any free port)")] = 8002,
+    model_control_mode: Annotated[str, typer.Option(help="none (load all), poll or explicit")] = "none",
+    load_model: Annotated[list[str] | None, typer.Option(
+        help="With explicit model control: a model to load at start (repeatable)")] = None,
+    log_verbose: Annotated[int, typer.Option(help="Triton's log verbosity (0 = info only)")] = 0,
+    log_file: Annotated[Path | None, typer.Option(help="Write the server log here instead of the terminal")] = None,
+) -> None:
+    """Run a real tritonserver on a model repository until Ctrl-C or SIGTERM.
+
+    Uses the Triton 2.51 server binary shipped in the nvidia-pytriton wheel, with the
+    Python backend and tritonlens' Python-based onnxruntime and pytorch backends, so the
+    repository is the same one the NGC container serves with its native backends.
+    """
+    from tritonlens.serve import ServerStartError, TritonServer
+
+    try:
+        server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,
+                              metrics_port=metrics_port, model_control_mode=model_control_mode,
+                              load_models=load_model or [], log_verbose=log_verbose,
+                              log_file=log_file, require_all_models=False)
+    except (FileNotFoundError, ValueError) as err:
+        fail(str(err))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        console.print(f"starting tritonserver on {repo} ...")
+        server.start()
+        print_models(server.repository_index())
+        console.print(f"[bold green]ready[/]  gRPC {server.grpc_url}   HTTP {server.http_url}   "
+                      f"metrics {server.metrics_url}\nCtrl-C to stop", highlight=False)
+        while not stop.wait(0.5):
+            if server.process.poll() is not None:
+                fail(f"tritonserver exited with code {server.process.returncode}")
+    except ServerStartError as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        code = server.stop()
+        if code is not None:
+            console.print(f"tritonserver stopped (exit code {code})")
+
+
+def print_models(index: list[dict]) -> None:
+    """A table of the repository index: model, version, state, and the reason if failed."""
+    table = Table(title="models")
+    for column in ("model", "version", "state", "reason"):
+        table.add_column(column)
+    for entry in sorted(index, key=lambda m: m["name"]):
+        state = entry.get("state", "")
+        style = "green" if state == "READY" else "red"
+        table.add_row(entry["name"], entry.get("version", ""), f"[{style}]{state}[/]",
+                      entry.get("reason", ""))
+    console.print(table)
+
+
+@app.command()
+def status(url: Url = None, protocol: Protocol = "http") -> None:
+    """Health of a running Triton server and the state of every model in its repository."""
+    client = TritonClient(url, check_protocol(protocol))
+    try:
+        client.check_ready()
+    except TritonLensError as err:
+        fail(str(err))
+    conn = client.connection
+    index = conn.get_model_repository_index(**({"as_json": True} if client.protocol == "grpc" else {}))
+    models = index.get("models", []) if isinstance(index, dict) else index
+    console.print(f"server {client.url}: live, {'ready' if conn.is_server_ready() else 'NOT ready'}")
+    print_models(models)
+
+
+@app.command()
+def demo(
+    repo: Repo = Path("build/demo_repository"),
+    model: Annotated[str, typer.Option(help="open_clip architecture")] = "ViT-B-32",
+    pretrained: Annotated[str, typer.Option(help="Tag, checkpoint path or 'none'")] = "none",
+    out: Annotated[Path, typer.Option(help="Where the sample photos are written")] = Path("build/samples"),
+) -> None:
+    """The main job, start to finish on real photos: export, serve, classify, embed.
+
+    Writes scikit-image's sample photos as JPEG/PNG files, exports CLIP (unless the
+    repository already holds that export), starts a real tritonserver, classifies every
+    photo over gRPC and HTTP and embeds them, then stops the server.
+    """
+    from tritonlens.client.demo import run_demo
+
+    try:
+        run_demo(repo, model, pretrained, out)
+    except TritonLensError as err:
+        fail(str(err))
+
+
+def main() -> None:
+    """Entry point of the ``tritonlens`` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for plugin in load_plugins().values():
+        export_app.command(plugin.name)(plugin.export)
+        for name, command in plugin.commands.items():
+            app.command(name)(command)
+    app()
+
+
+if __name__ == "__main__":
+    main()
