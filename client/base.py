@@ -46,7 +46,8 @@ def _modules(protocol: str):
 def one_line(err: Exception) -> str:
     """Triton's error text without status-code noise, on one line."""
     text = err.message() if hasattr(err, "message") and callable(err.message) else str(err)
-    return " ".join(str(text).split())
+    text = str(text).replace("[request id: <id_unknown>] ", "")
+    return " ".join(text.split())
 
 
 class TritonClient:

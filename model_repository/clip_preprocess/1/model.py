@@ -25,7 +25,6 @@ or more than ``max_image_pixels`` pixels (a decompression bomb is refused before
 
 import io
 import json
-import warnings
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -46,21 +45,20 @@ def decode(data: bytes, max_bytes: int, max_pixels: int, exif: bool) -> Image.Im
     if len(data) > max_bytes:
         raise ImageError(f"image is {len(data)} bytes, over the limit of {max_bytes} bytes")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"image is {width}x{height} pixels, over the limit of "
-                                 f"{max_pixels} pixels (max_image_pixels)")
-            image.load()
+        # Image.open reads only the header: the size check below runs before any pixel is
+        # decoded, so a decompression bomb costs nothing (Pillow's own check is off, see
+        # initialize, so that this one message names the limit).
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(f"image is {width}x{height} pixels, over the limit of "
+                             f"{max_pixels} pixels (max_image_pixels); refused before decoding")
+        image.load()
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError("not a JPEG, PNG or WebP image (cannot identify the image format)")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"image refused as a decompression bomb: {err}")
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageError(f"corrupt or truncated image: {err}")
     return ImageOps.exif_transpose(image) if exif else image
 
@@ -92,7 +90,7 @@ class TritonPythonModel:
         self.max_bytes = int(params.get("max_image_bytes", 64 * 1024 * 1024))
         self.max_pixels = int(params.get("max_image_pixels", 50_000_000))
         self.exif = params.get("apply_exif_orientation", "false").lower() == "true"
-        Image.MAX_IMAGE_PIXELS = self.max_pixels
+        Image.MAX_IMAGE_PIXELS = None  # decode() applies max_image_pixels itself
 
     def execute(self, requests):
         responses = []

@@ -1,0 +1,42 @@
+# tritonlens: every entry point a developer or CI needs. `make help` lists them.
+# The environment is .venv at the repository root, built with pip from the package
+# registries only (torch 2.14.1 / torchvision 0.29.1: pip takes them from this host's disk).
+
+PYTHON ?= python3
+VENV   := .venv
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.tritonlens-installed
+
+.PHONY: help setup demo test test-all bench bench-quick clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+setup: $(STAMP)  ## create .venv and install tritonlens with everything it runs with
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip "setuptools<81" wheel
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -e ".[cpu,samples,video,bench,test]"
+	# SAM 2 from PyPI (Meta's Apache-2.0 code); its optional CUDA extension is not built.
+	SAM2_BUILD_CUDA=0 $(PIP) install --no-build-isolation "sam2==1.1.0"
+	touch $@
+
+demo: setup  ## the main job: export, serve and query on real photos through a real tritonserver
+	$(VENV)/bin/tritonlens demo
+
+test: setup  ## the test suite against a real tritonserver (what CI runs)
+	$(VENV)/bin/pytest
+
+test-all: setup  ## also the slow full-size tests
+	$(VENV)/bin/pytest -m ""
+
+bench: setup  ## full perf_analyzer benchmark and report
+	$(VENV)/bin/tritonlens bench
+
+bench-quick: setup  ## quick benchmark (< 3 min)
+	$(VENV)/bin/tritonlens bench --quick
+
+clean:  ## remove generated repositories, results and caches (keeps .venv)
+	rm -rf build results .pytest_cache

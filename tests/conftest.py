@@ -1,0 +1,78 @@
+"""Shared fixtures: real photos, one exported model repository, one real tritonserver.
+
+Every family's test export goes into the one session repository (``repo``), so the suite
+starts tritonserver once. Small architectures keep the default run fast: CLIP ViT-S-32
+(the README's main job uses ViT-B-32).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tritonlens.client.demo import write_sample_photos
+from tritonlens.serve import TritonServer
+
+CLIP_TEST_MODEL = "ViT-S-32"
+CLIP_TEST_LABELS = ["cat", "dog", "cup of coffee", "astronaut", "rocket", "galaxy",
+                    "man with a camera", "horse", "car", "pizza"]
+CLIP_TEST_TEMPLATES = ["a photo of a {}.", "a blurry photo of a {}.", "a close-up photo of a {}."]
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> list[Path]:
+    """scikit-image's sample photos as JPEG, PNG and WebP files of different sizes/modes."""
+    return write_sample_photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def clip_checkpoint(tmp_path_factory) -> Path:
+    """A ViT-S-32 state dict with seeded random weights, saved like a real checkpoint, so
+    export (through open_clip's own loader) and the in-process reference use the same
+    weights."""
+    import open_clip
+
+    torch.manual_seed(1234)
+    model = open_clip.create_model(CLIP_TEST_MODEL, pretrained=None)
+    path = tmp_path_factory.mktemp("weights") / f"{CLIP_TEST_MODEL}.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_reference(clip_checkpoint):
+    """The in-process reference: (model, preprocess transform, tokenizer) from open_clip."""
+    import open_clip
+
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        CLIP_TEST_MODEL, pretrained=str(clip_checkpoint))
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer(CLIP_TEST_MODEL)
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory, clip_checkpoint) -> Path:
+    """One model repository holding every family's test export."""
+    from tritonlens.export.clip import ClipExportOptions, export_clip
+
+    path = tmp_path_factory.mktemp("model_repository")
+    export_clip(ClipExportOptions(model=CLIP_TEST_MODEL, pretrained=str(clip_checkpoint),
+                                  labels=CLIP_TEST_LABELS, templates=CLIP_TEST_TEMPLATES,
+                                  max_batch_size=8), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def server(repo, tmp_path_factory):
+    """A real tritonserver on ``repo`` (free ports), for the whole session."""
+    log = tmp_path_factory.mktemp("logs") / "tritonserver.log"
+    with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0, log_file=log) as srv:
+        yield srv
+
+
+@pytest.fixture(params=["grpc", "http"])
+def protocol(request) -> str:
+    """Run a test over both protocols."""
+    return request.param

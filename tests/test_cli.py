@@ -1,0 +1,86 @@
+"""The `tritonlens` command line, run as a user runs it (a subprocess), on the real server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import CLIP_TEST_LABELS
+from tritonlens.serve.launcher import free_port
+
+TRITONLENS = str(Path(sys.executable).parent / "tritonlens")
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([TRITONLENS, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_plugin_commands():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("serve", "status", "export", "classify", "embed", "demo"):
+        assert command in result.stdout
+    assert "clip" in run("export", "--help").stdout
+
+
+def test_classify_json(server, photos, protocol):
+    result = run("classify", *map(str, photos[:3]), "--top-k", "3", "--json",
+                 "--url", server.url(protocol), "--protocol", protocol)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["image"] for line in lines] == [str(p) for p in photos[:3]]
+    for line in lines:
+        assert len(line["labels"]) == 3
+        assert all(label["label"] in CLIP_TEST_LABELS for label in line["labels"])
+
+
+def test_classify_reports_bad_files_and_goes_on(server, photos, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    result = run("classify", str(photos[0]), str(bad), str(tmp_path / "missing.png"),
+                 "--url", server.grpc_url)
+    assert result.returncode == 1
+    assert "chelsea_cat.jpg" in result.stdout  # the good photo was classified
+    assert "not a JPEG, PNG or WebP" in result.stderr
+    assert "cannot read image file" in result.stderr
+
+
+def test_unreachable_server_is_one_clear_line(photos):
+    result = run("classify", str(photos[0]), "--url", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "no Triton server" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_embed_and_status(server):
+    result = run("embed", "--text", "a cat", "--text", "a dog", "--url", server.http_url,
+                 "--protocol", "http")
+    assert result.returncode == 0, result.stderr
+    assert "norm 1.0000" in result.stdout
+    status = run("status", "--url", server.http_url)
+    assert status.returncode == 0 and "clip_classify" in status.stdout and "READY" in status.stdout
+
+
+def test_serve_starts_and_stops_cleanly_on_sigterm(repo, tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        [TRITONLENS, "serve", "--repo", str(repo), "--http-port", str(port), "--grpc-port", "0",
+         "--metrics-port", "0", "--log-file", str(tmp_path / "server.log")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if run("status", "--url", f"127.0.0.1:{port}", timeout=30).returncode == 0:
+                break
+            assert process.poll() is None, process.communicate()
+            time.sleep(1)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert "ready" in out and f"127.0.0.1:{port}" in out
+    assert "tritonserver stopped (exit code 0)" in out, err

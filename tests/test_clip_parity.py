@@ -1,0 +1,135 @@
+"""CLIP through a real tritonserver equals open_clip in-process, on real photos.
+
+Tolerances: preprocessing pixels exactly equal (same Pillow calls); embeddings cosine
+>= 0.9999; zero-shot probabilities within 1e-4 with the same ranking.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import Compose
+
+from tests.conftest import CLIP_TEST_LABELS, CLIP_TEST_TEMPLATES
+from tritonlens.client.clip import ClipClient, bytes_tensor
+
+
+def reference_pixels(preprocess, path) -> np.ndarray:
+    """open_clip's eval transform without ToTensor/Normalize: uint8 [S, S, 3]."""
+    without_tensor = Compose(preprocess.transforms[:-2])
+    return np.asarray(without_tensor(Image.open(path)))
+
+
+def reference_image_embeddings(clip_reference, paths) -> np.ndarray:
+    model, preprocess, _ = clip_reference
+    batch = torch.stack([preprocess(Image.open(p)) for p in paths])
+    with torch.no_grad():
+        return model.encode_image(batch, normalize=True).numpy()
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def test_preprocess_equals_open_clip_transform(server, photos, clip_reference, protocol):
+    client = ClipClient(server.url(protocol), protocol)
+    _, preprocess, _ = clip_reference
+    for path in photos:
+        served = client.infer("clip_preprocess", {"image": bytes_tensor([path.read_bytes()])})
+        pixels = served.as_numpy("pixels")[0]
+        expected = reference_pixels(preprocess, path)
+        assert pixels.dtype == np.uint8 and pixels.shape == expected.shape == (224, 224, 3)
+        assert np.array_equal(pixels, expected), f"{path.name}: pixels differ from open_clip"
+        # ...and the encoder's in-graph normalisation equals ToTensor + Normalize.
+        mean = np.array(preprocess.transforms[-1].mean, np.float32)
+        std = np.array(preprocess.transforms[-1].std, np.float32)
+        normalised = (pixels.astype(np.float32) / 255 - mean) / std
+        reference = preprocess(Image.open(path)).numpy().transpose(1, 2, 0)
+        assert np.abs(normalised - reference).max() < 1e-5
+
+
+def test_image_embeddings_match_open_clip(server, photos, clip_reference, protocol):
+    """All photos, of different sizes, modes and formats, in one batched request."""
+    client = ClipClient(server.url(protocol), protocol)
+    served = client.embed_images(photos)
+    expected = reference_image_embeddings(clip_reference, photos)
+    assert served.shape == expected.shape
+    assert np.allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
+    assert cosine(served, expected).min() >= 0.9999
+
+
+def test_text_embeddings_match_open_clip(server, clip_reference, protocol):
+    model, _, tokenizer = clip_reference
+    texts = ["a photo of a cat", "a rocket on the launch pad", "", "naïve café ☕ " * 30]
+    served = ClipClient(server.url(protocol), protocol).embed_texts(texts)
+    with torch.no_grad():
+        expected = model.encode_text(tokenizer(texts), normalize=True).numpy()
+    assert cosine(served, expected).min() >= 0.9999
+
+
+def test_tokenizer_equals_open_clip(server, clip_reference):
+    _, _, tokenizer = clip_reference
+    texts = ["a photo of a cat", "ÅngströM  spaces\tand\nnewlines", "x " * 200]
+    client = ClipClient(server.grpc_url, "grpc")
+    served = client.infer("clip_tokenize", {"text": bytes_tensor([t.encode() for t in texts])})
+    assert np.array_equal(served.as_numpy("token_ids"), tokenizer(texts).numpy())
+
+
+def reference_probabilities(clip_reference, photos) -> np.ndarray:
+    """open_clip's zero-shot recipe in-process, with the model's own logit scale."""
+    import open_clip
+
+    model, _, tokenizer = clip_reference
+    with torch.no_grad():
+        classifier = open_clip.build_zero_shot_classifier(
+            model, tokenizer, CLIP_TEST_LABELS, CLIP_TEST_TEMPLATES, device="cpu")
+        features = torch.from_numpy(reference_image_embeddings(clip_reference, photos))
+        return (model.logit_scale.exp() * features @ classifier).softmax(dim=-1).numpy()
+
+
+def test_zero_shot_probabilities_match_open_clip(server, photos, clip_reference, protocol):
+    client = ClipClient(server.url(protocol), protocol)
+    served = client.probabilities(photos)
+    expected = reference_probabilities(clip_reference, photos)
+    assert served.shape == (len(photos), len(CLIP_TEST_LABELS))
+    assert np.abs(served - expected).max() <= 1e-4
+    assert np.allclose(served.sum(axis=1), 1.0, atol=1e-5)
+    for row_served, row_expected in zip(served, expected):
+        # same ranking wherever the reference separates two labels by more than the tolerance
+        order = np.argsort(-row_expected)
+        gaps = -np.diff(row_expected[order])
+        ranked = np.argsort(-row_served)
+        for rank, gap in enumerate(gaps):
+            if gap > 1e-4:
+                assert set(ranked[:rank + 1]) == set(order[:rank + 1])
+
+
+def test_classify_top_k_uses_classification_extension(server, photos, clip_reference, protocol):
+    """class_count=k returns "score:index:label" from labels.txt, best first."""
+    client = ClipClient(server.url(protocol), protocol)
+    expected = reference_probabilities(clip_reference, photos[:2])
+    for path, probs in zip(photos[:2], expected):
+        result = client.classify(path, top_k=3)
+        assert len(result.labels) == 3
+        for label in result.labels:
+            assert label.label == CLIP_TEST_LABELS[label.index]
+            assert abs(label.score - probs[label.index]) <= 1e-4
+        scores = [label.score for label in result.labels]
+        assert scores == sorted(scores, reverse=True)
+        assert result.labels[0].index == int(np.argmax(probs)) or \
+            np.sort(probs)[-1] - np.sort(probs)[-2] <= 1e-4
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_encoder_batches_equal_single_requests(server, photos, batch):
+    """The encoder called directly with UINT8 pixels: a batch equals its items alone."""
+    client = ClipClient(server.grpc_url, "grpc")
+    pixels = np.stack([
+        client.infer("clip_preprocess", {"image": bytes_tensor([p.read_bytes()])}).as_numpy("pixels")[0]
+        for p in (photos * 2)[:batch]])
+    together = client.infer("clip_image_encoder", {"pixels": pixels}).as_numpy("embedding")
+    alone = np.concatenate([client.infer("clip_image_encoder", {"pixels": pixels[i:i + 1]})
+                            .as_numpy("embedding") for i in range(batch)])
+    assert np.abs(together - alone).max() < 1e-5
