@@ -1,0 +1,161 @@
+"""The ``sam2`` plugin: ``tritonlens export sam2`` and ``tritonlens segment``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tritonlens.client.base import TritonLensError
+from tritonlens.client.clip import read_image
+from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console,
+                                       err_console, fail, warn_random_weights)
+from tritonlens.client.plugins import Plugin
+from tritonlens.client.sam2 import Sam2Client, prompt_arrays
+
+SAM2_MODELS = ("sam2_preprocess", "sam2_image_encoder", "sam2_prompts", "sam2_prompt_decoder",
+               "sam2_segment", "sam2_embed_image", "sam2_decode")
+
+
+def export(
+    config: Annotated[str, typer.Option(
+        help="sam2.1_hiera_t|s|b+|l (or sam2_hiera_*), or a path to a SAM 2 config YAML")] = "sam2.1_hiera_t",
+    checkpoint: Annotated[str, typer.Option(
+        help="Local SAM 2 checkpoint (.pt, as Meta publishes them), or 'none' for random "
+             "weights (flagged in the configs, the server log and every client)")] = "none",
+    image_size: Annotated[int, typer.Option(
+        help="Square input size in pixels (1024 for the released checkpoints; smaller is faster)")] = 1024,
+    format: Annotated[str, typer.Option(
+        "--format", help="auto (measured: TorchScript image encoder, ONNX prompt decoder), "
+                         "onnx or torchscript (both models)")] = "auto",
+    repo: Repo = DEFAULT_REPO,
+    max_batch_size: Annotated[int, typer.Option(help="Largest image batch for the image encoder")] = 4,
+    threads: Annotated[int, typer.Option(help="Intra-op threads per model instance, 0 = all cores")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for random initialisation (--checkpoint none)")] = 0,
+) -> None:
+    """Export SAM 2 (image segmentation) into a Triton model repository.
+
+    Writes sam2_preprocess, sam2_image_encoder (dynamic batching), sam2_prompts,
+    sam2_prompt_decoder and the ensembles sam2_segment (image + points -> masks),
+    sam2_embed_image and sam2_decode (encode once, prompt many times).
+
+    Example: tritonlens export sam2 --config sam2.1_hiera_t --checkpoint ./sam2.1_hiera_tiny.pt
+    """
+    from tritonlens.export.sam2 import ExportError, Sam2ExportOptions, export_sam2
+
+    try:
+        options = Sam2ExportOptions(config=config, checkpoint=checkpoint, image_size=image_size,
+                                    fmt=format.lower(), max_batch_size=max_batch_size,
+                                    threads=threads, seed=seed)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=err_console, transient=False) as progress:
+            task = progress.add_task("starting", total=None)
+            summary = export_sam2(options, repo,
+                                  report=lambda step: progress.update(task, description=step))
+            progress.update(task, description="done")
+    except ExportError as err:
+        fail(str(err))
+    table = Table(title=f"SAM 2 exported to {repo}", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, value)
+    console.print(table)
+    warn_random_weights(summary["weights"])
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    """``"x,y"`` or ``"x,y,label"`` -> (x, y, label); label 1 (foreground) by default."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) == 2:
+            return float(parts[0]), float(parts[1]), 1
+        if len(parts) == 3:
+            return float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        pass
+    raise typer.BadParameter(f"{text!r}: a point is x,y or x,y,label (label 1 foreground, "
+                             "0 background), in pixels", param_hint="--point")
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``"x0,y0,x1,y1"`` -> the box's corners in pixels."""
+    try:
+        values = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise typer.BadParameter(f"{text!r}: a box is x0,y0,x1,y1 in pixels", param_hint="--box")
+    return values  # type: ignore[return-value]
+
+
+def segment(
+    image: Annotated[Path, typer.Argument(help="Image file (JPEG, PNG, WebP)")],
+    point: Annotated[list[str] | None, typer.Option(
+        "--point", help="x,y[,label] in pixels; label 1 foreground (default), 0 background. Repeatable")] = None,
+    box: Annotated[str | None, typer.Option(help="x0,y0,x1,y1 in pixels")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the best mask here as a PNG")] = None,
+    overlay: Annotated[Path | None, typer.Option(
+        "--overlay", help="Write the photo with the masks, clicks and box drawn on it")] = None,
+    multimask: Annotated[bool, typer.Option(
+        "--multimask/--single-mask", help="3 candidate masks (ambiguous clicks) or 1")] = True,
+    url: Url = None,
+    protocol: Protocol = "grpc",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
+    """Segment an object in a photo from clicks and/or a box (SAM 2, sam2_segment).
+
+    Example: tritonlens segment cat.jpg --point 220,150 --point 80,40,0 --overlay overlay.png
+    """
+    from tritonlens.client.sam2.render import mask_image, overlay as draw_overlay
+
+    points = [parse_point(p) for p in point or []]
+    box_corners = parse_box(box) if box else None
+    if not points and box_corners is None:
+        fail("give at least one --point x,y[,label] or a --box x0,y0,x1,y1")
+    client = Sam2Client(url, check_protocol(protocol))
+    try:
+        data = read_image(image)
+        client.check_ready(client.segment_model)
+        weights = client.weights()
+        result = client.segment(data, [p[:2] for p in points], [p[2] for p in points],
+                                box_corners, multimask)
+    except (TritonLensError, ValueError) as err:
+        fail(str(err))
+    warn_random_weights(weights)
+    order = sorted(range(len(result.iou_scores)), key=lambda i: -result.iou_scores[i])
+    if out:
+        mask_image(result.masks[result.best]).save(out)
+    if overlay:
+        coords, labels = prompt_arrays([p[:2] for p in points], [p[2] for p in points], box_corners)
+        draw_overlay(data, result.masks, order, coords, labels).save(overlay)
+    height, width = result.masks.shape[1:]
+    if as_json:
+        print(json.dumps({"image": str(image), "weights": weights, "size": [height, width],
+                          "masks": [{"index": i, "iou_score": float(result.iou_scores[i]),
+                                     "area": int(result.masks[i].sum())} for i in order],
+                          "out": str(out) if out else None,
+                          "overlay": str(overlay) if overlay else None}))
+        return
+    table = Table(title=f"{image} ({width}x{height})", title_justify="left")
+    for column in ("mask", "predicted IoU", "area (px)", "share of image"):
+        table.add_column(column, justify="right")
+    for i in order:
+        area = int(result.masks[i].sum())
+        table.add_row(str(i) + (" (best)" if i == result.best else ""),
+                      f"{result.iou_scores[i]:.4f}", str(area), f"{area / (height * width):.1%}")
+    console.print(table)
+    for what, path in (("best mask", out), ("overlay", overlay)):
+        if path:
+            console.print(f"wrote {what} to {path}", highlight=False)
+
+
+plugin = Plugin(
+    name="sam2",
+    summary="SAM 2 image segmentation from points and boxes",
+    export=export,
+    commands={"segment": segment},
+    models=SAM2_MODELS,
+)

@@ -1,0 +1,339 @@
+"""Export SAM 2 (image segmentation) into a Triton model repository.
+
+``export_sam2`` writes these models (contracts in the README; S = image size, E = S / 16,
+L = S / 4):
+
+================== =========== =============================================================
+model              backend     what it does
+================== =========== =============================================================
+sam2_preprocess    python      image bytes -> FP32 [1, 3, S, S] (sam2's transform), orig size
+sam2_image_encoder pytorch     FP32 [3, S, S] -> image embedding + 2 high-res feature maps
+                               (TorchScript; dynamic batching)
+sam2_prompts       python      checks the prompts, fills the optional inputs' defaults
+sam2_prompt_decoder onnxruntime features + points/labels (+ mask) -> masks, IoU, low-res logits
+sam2_segment       ensemble    image bytes + points -> masks (the one-call contract)
+sam2_embed_image   ensemble    image bytes -> features + orig size ("encode once" ...)
+sam2_decode        ensemble    features + prompts -> masks ("... prompt many times")
+================== =========== =============================================================
+
+Formats (``fmt="auto"``) were chosen by measurement on a 2-core x86 CPU host, fp32, 2
+threads (``python -m tritonlens.export.sam2.measure`` repeats it): the image encoder is
+faster as TorchScript than under onnxruntime (hiera-tiny, 512 px: 0.68 vs 1.04 s; 1024 px:
+3.17 vs 4.69 s), the prompt decoder is faster under onnxruntime (22 vs 36 ms at 512 px;
+96 vs 129 ms at 1024 px). Each config records its reason in ``tritonlens.format_reason``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tritonlens.export.config import Step, Tensor, ensemble_config, model_config, write_model
+from tritonlens.export.repository import python_model_source
+from tritonlens.export.sam2.modules import ImageEncoder, PromptDecoder
+
+# Short names -> sam2's packaged Hydra configs (sam2 1.1.0: configs/sam2 and configs/sam2.1).
+CONFIG_NAMES = {
+    f"{version}_hiera_{size}": f"configs/{version}/{version}_hiera_{size}.yaml"
+    for version in ("sam2", "sam2.1") for size in ("t", "s", "b+", "l")
+}
+FORMATS = ("auto", "onnx", "torchscript")
+# What "auto" picks, and why (figures measured on this project's 2-core CPU host, fp32).
+AUTO_FORMAT = {
+    "sam2_image_encoder": ("torchscript", "measured on a 2-core CPU, fp32, hiera-tiny: "
+                           "TorchScript 0.68 s vs onnxruntime 1.04 s per 512-px image "
+                           "(3.17 vs 4.69 s at 1024 px)"),
+    "sam2_prompt_decoder": ("onnx", "measured on a 2-core CPU, fp32, hiera-tiny: onnxruntime "
+                            "22 ms vs torch 36 ms per prompt at 512 px (96 vs 129 ms at 1024 px)"),
+}
+# SAM2Transforms' normalisation (ImageNet mean/std, sam2/utils/transforms.py).
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+DECODER_INPUTS = ("image_embedding", "high_res_feats_0", "high_res_feats_1", "point_coords",
+                  "point_labels", "mask_input", "has_mask_input", "multimask_output", "orig_size")
+DECODER_OUTPUTS = ("masks", "iou_scores", "low_res_masks")
+ENCODER_OUTPUTS = ("image_embedding", "high_res_feats_0", "high_res_feats_1")
+
+
+class ExportError(ValueError):
+    """The export cannot be done as asked (unknown config, unreadable checkpoint, bad size)."""
+
+
+@dataclass
+class Sam2ExportOptions:
+    """What ``tritonlens export sam2`` was asked to do.
+
+    Attributes:
+        config: a short name (``sam2.1_hiera_t``, ``sam2.1_hiera_s``, ``sam2.1_hiera_b+``,
+            ``sam2.1_hiera_l``, or ``sam2_hiera_*``), a sam2 config name
+            (``configs/sam2.1/sam2.1_hiera_t.yaml``) or a path to a Hydra YAML file.
+        checkpoint: a local SAM 2 checkpoint (``{"model": state_dict}``, as Meta publishes
+            them), or None/"none" for random initialisation (seeded with ``seed``; flagged
+            in every config as ``tritonlens.weights: random``).
+        image_size: S, the square input size in pixels (1024 for the released checkpoints;
+            a multiple of 32; smaller is faster and coarser). One exported model per size:
+            Hiera's window sizes and padding are fixed at trace time.
+        fmt: ``auto`` (the measured choice per model, see AUTO_FORMAT), ``onnx`` or
+            ``torchscript`` (the prompt decoder then follows too).
+        max_batch_size: largest batch of images Triton forms for the image encoder.
+        threads: intra-op threads per model instance (0: the host's core count).
+        max_queue_delay_us: the image encoder's dynamic batching delay in microseconds.
+    """
+
+    config: str = "sam2.1_hiera_t"
+    checkpoint: str | None = None
+    image_size: int = 1024
+    fmt: str = "auto"
+    max_batch_size: int = 4
+    instance_count: int = 1
+    threads: int = 0
+    max_queue_delay_us: int = 2000
+    seed: int = 0
+    opset: int = 17
+
+
+def resolve_config(config: str) -> tuple[str, Path | None]:
+    """``(hydra config name, directory)``: directory is None for sam2's packaged configs.
+
+    Raises:
+        ExportError: neither a known short name, a packaged config, nor an existing file.
+    """
+    if config in CONFIG_NAMES:
+        return CONFIG_NAMES[config], None
+    path = Path(config)
+    if path.is_file():
+        return path.name, path.resolve().parent
+    import sam2
+
+    if (Path(sam2.__path__[0]) / config).is_file():
+        return config, None
+    raise ExportError(f"unknown SAM 2 config {config!r}: give one of "
+                      f"{', '.join(CONFIG_NAMES)} or a path to a config YAML file")
+
+
+def load_sam2(config: str, checkpoint: str | None, image_size: int, seed: int = 0):
+    """Build SAM 2 through sam2's own ``build_sam2`` (CPU, eval mode).
+
+    ``++model.image_size=<image_size>`` is passed as a Hydra override, so the prompt
+    encoder, mask decoder and embedding sizes follow it. Returns ``(model, weights)`` where
+    ``weights`` is ``"random"`` or the checkpoint path.
+
+    Raises:
+        ExportError: unknown config, missing or incompatible checkpoint.
+    """
+    from hydra import initialize_config_dir, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from sam2.build_sam import build_sam2
+
+    if image_size < 64 or image_size % 32:
+        raise ExportError(f"--image-size must be a multiple of 32 and at least 64, not {image_size}")
+    name, directory = resolve_config(config)
+    if checkpoint in (None, "", "none"):
+        checkpoint = None
+        torch.manual_seed(seed)
+    elif not os.path.isfile(checkpoint):
+        raise ExportError(f"checkpoint file not found: {checkpoint} (SAM 2 checkpoints are "
+                          "downloaded from Meta; pass the local .pt file, or 'none')")
+    overrides = [f"++model.image_size={image_size}"]
+    try:
+        if directory is None:
+            model = build_sam2(name, checkpoint, device="cpu", hydra_overrides_extra=overrides)
+        else:
+            GlobalHydra.instance().clear()
+            try:
+                with initialize_config_dir(config_dir=str(directory), version_base="1.2"):
+                    model = build_sam2(name, checkpoint, device="cpu",
+                                       hydra_overrides_extra=overrides)
+            finally:
+                GlobalHydra.instance().clear()
+                initialize_config_module("sam2", version_base="1.2")
+    except ExportError:
+        raise
+    except Exception as err:  # hydra, torch.load and load_state_dict fail in many types
+        what = f"checkpoint {checkpoint}" if checkpoint else f"config {config}"
+        raise ExportError(f"could not build SAM 2 from {what}: "
+                          f"{type(err).__name__}: {err}".rstrip(": ")) from None
+    return model.eval(), ("random" if checkpoint is None else str(checkpoint))
+
+
+def _save(module: torch.nn.Module, example: tuple, inputs: tuple[str, ...],
+          outputs: tuple[str, ...], dynamic_axes: dict, fmt: str, opset: int,
+          out_dir: Path) -> Path:
+    """Trace ``module`` to ``model.onnx`` (opset ``opset``, TorchScript-based exporter) or
+    ``model.pt`` (``torch.jit.trace``)."""
+    with torch.no_grad():
+        if fmt == "onnx":
+            path = out_dir / "model.onnx"
+            torch.onnx.export(module, example, str(path), input_names=list(inputs),
+                              output_names=list(outputs), opset_version=opset, dynamo=False,
+                              dynamic_axes=dynamic_axes)
+        else:
+            path = out_dir / "model.pt"
+            torch.jit.trace(module, example, check_trace=False).save(str(path))
+    return path
+
+
+def _formats(fmt: str) -> dict[str, tuple[str, str]]:
+    """model -> (format, reason) for the two exported graphs."""
+    if fmt == "auto":
+        return dict(AUTO_FORMAT)
+    reason = f"--format {fmt} was asked for (auto would pick: " \
+             + ", ".join(f"{m} {f}" for m, (f, _) in AUTO_FORMAT.items()) + ")"
+    return {model: (fmt, reason) for model in AUTO_FORMAT}
+
+
+def export_sam2(options: Sam2ExportOptions, repo: Path,
+                report: Callable[[str], None] = lambda step: None) -> dict[str, str]:
+    """Export SAM 2 per ``options`` into ``repo``; returns a summary (name -> value).
+
+    ``report`` is called with a short description at the start of each step (the CLI
+    shows it as a progress display).
+
+    Raises:
+        ExportError: bad options, config or checkpoint (all checked before the first file
+            is written).
+    """
+    if options.fmt not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {options.fmt!r}")
+    if options.max_batch_size < 1:
+        raise ExportError("max batch size must be at least 1")
+    report(f"building {options.config} at {options.image_size} px "
+           f"({options.checkpoint or 'random weights'})")
+    sam, weights = load_sam2(options.config, options.checkpoint, options.image_size, options.seed)
+    size, embed = options.image_size, options.image_size // 16
+    low_res = 4 * embed
+    threads = options.threads or os.cpu_count() or 1
+    formats = _formats(options.fmt)
+    common = {"tritonlens.family": "sam2", "tritonlens.config": options.config,
+              "tritonlens.weights": weights, "tritonlens.image_size": str(size)}
+    repo.mkdir(parents=True, exist_ok=True)
+
+    def engine(model: str) -> tuple[str, str, dict[str, str]]:
+        """(backend, output-name suffix, parameters) of an exported graph."""
+        fmt, reason = formats[model]
+        params = {**common, "tritonlens.format": fmt, "tritonlens.format_reason": reason}
+        if fmt == "onnx":
+            return "onnxruntime", "", {**params, "intra_op_thread_count": str(threads)}
+        # The native pytorch backend names outputs <name>__<index>.
+        return "pytorch", "__{}", {**params, "INTRA_OP_THREAD_COUNT": str(threads)}
+
+    features = [Tensor("image_embedding", "fp32", (256, embed, embed)),
+                Tensor("high_res_feats_0", "fp32", (32, 4 * embed, 4 * embed)),
+                Tensor("high_res_feats_1", "fp32", (64, 2 * embed, 2 * embed))]
+    one = [Tensor(t.name, t.dtype, (1, *t.dims)) for t in features]  # one image, no batching
+    orig_size = Tensor("orig_size", "int32", (2,))
+    decoder_inputs = [*one, Tensor("point_coords", "fp32", (-1, 2)),
+                      Tensor("point_labels", "int32", (-1,)),
+                      Tensor("mask_input", "fp32", (1, low_res, low_res)),
+                      Tensor("has_mask_input", "fp32", (1,)),
+                      Tensor("multimask_output", "bool", (1,)), orig_size]
+    results = [Tensor("masks", "bool", (-1, -1, -1)), Tensor("iou_scores", "fp32", (-1,)),
+               Tensor("low_res_masks", "fp32", (-1, low_res, low_res))]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # -- image encoder: dynamic batching over images --------------------------------
+        backend, suffix, params = engine("sam2_image_encoder")
+        report(f"exporting sam2_image_encoder ({formats['sam2_image_encoder'][0]}, "
+               "the slow step)")
+        out_names = tuple(n + suffix.format(i) for i, n in enumerate(ENCODER_OUTPUTS))
+        work = tmp / "encoder"
+        work.mkdir()
+        graph = _save(ImageEncoder(sam, size).eval(), (torch.zeros(2, 3, size, size),),
+                      ("pixels",), out_names,
+                      {n: {0: "batch"} for n in ("pixels", *out_names)},
+                      formats["sam2_image_encoder"][0], options.opset, work)
+        write_model(repo, model_config(
+            "sam2_image_encoder", backend, [Tensor("pixels", "fp32", (3, size, size))],
+            [Tensor(n, t.dtype, t.dims) for n, t in zip(out_names, features)],
+            max_batch_size=options.max_batch_size, max_queue_delay_us=options.max_queue_delay_us,
+            instance_count=options.instance_count, parameters=params), {graph.name: graph})
+        encoder_map = dict(zip(out_names, ENCODER_OUTPUTS))
+
+        # -- prompt decoder: one image per request, any number of points ----------------
+        backend, suffix, params = engine("sam2_prompt_decoder")
+        report(f"exporting sam2_prompt_decoder ({formats['sam2_prompt_decoder'][0]})")
+        with torch.no_grad():
+            example_features = ImageEncoder(sam, size).eval()(torch.zeros(1, 3, size, size))
+        example = (*example_features, torch.tensor([[10.0, 20.0], [30.0, 40.0]]),
+                   torch.tensor([1, 0], dtype=torch.int32), torch.zeros(1, low_res, low_res),
+                   torch.zeros(1), torch.tensor([True]),
+                   torch.tensor([size, size], dtype=torch.int32))
+        out_names = tuple(n + suffix.format(i) for i, n in enumerate(DECODER_OUTPUTS))
+        work = tmp / "decoder"
+        work.mkdir()
+        graph = _save(PromptDecoder(sam).eval(), example, DECODER_INPUTS, out_names,
+                      {"point_coords": {0: "points"}, "point_labels": {0: "points"},
+                       out_names[0]: {0: "masks", 1: "height", 2: "width"},
+                       out_names[1]: {0: "masks"}, out_names[2]: {0: "masks"}},
+                      formats["sam2_prompt_decoder"][0], options.opset, work)
+        config = model_config("sam2_prompt_decoder", backend, decoder_inputs,
+                              [Tensor(n, t.dtype, t.dims) for n, t in zip(out_names, results)],
+                              max_batch_size=1, instance_count=options.instance_count,
+                              parameters=params)
+        unbatched(config)
+        write_model(repo, config, {graph.name: graph})
+        decoder_map = dict(zip(out_names, DECODER_OUTPUTS))
+
+    report("writing sam2_preprocess, sam2_prompts and the ensembles")
+    image = Tensor("image", "bytes", (1,))
+    config = model_config(
+        "sam2_preprocess", "python", [image],
+        [Tensor("pixels", "fp32", (1, 3, size, size)), orig_size], max_batch_size=1,
+        instance_count=max(1, min(2, threads)),
+        parameters={**common, "image_size": str(size),
+                    "pixel_mean": ",".join(map(str, PIXEL_MEAN)),
+                    "pixel_std": ",".join(map(str, PIXEL_STD)),
+                    "max_image_pixels": str(50_000_000), "max_image_bytes": str(64 << 20)})
+    unbatched(config)
+    write_model(repo, config, {"model.py": python_model_source("sam2_preprocess")})
+
+    prompt_inputs = [Tensor("point_coords", "fp32", (-1, 2)), Tensor("point_labels", "int32", (-1,)),
+                     orig_size, Tensor("multimask_output", "bool", (1,), optional=True),
+                     Tensor("mask_input", "fp32", (1, low_res, low_res), optional=True)]
+    config = model_config(
+        "sam2_prompts", "python", prompt_inputs,
+        [Tensor("checked_" + t.name, t.dtype, t.dims) for t in decoder_inputs[3:8]],
+        max_batch_size=1, parameters={**common, "mask_input_size": str(low_res)})
+    unbatched(config)
+    write_model(repo, config, {"model.py": python_model_source("sam2_prompts")})
+
+    def prompts(*optional: str) -> Step:
+        names = ("point_coords", "point_labels", "orig_size", *optional)
+        return Step("sam2_prompts", {n: n for n in names},
+                    {"checked_" + n: "checked_" + n for n in DECODER_INPUTS[3:8]})
+
+    decode = Step("sam2_prompt_decoder",
+                  {**{n: n for n in (*ENCODER_OUTPUTS, "orig_size")},
+                   **{n: "checked_" + n for n in DECODER_INPUTS[3:8]}},
+                  decoder_map)
+    preprocess = Step("sam2_preprocess", {"image": "image"},
+                      {"pixels": "pixels", "orig_size": "orig_size"})
+    encode = Step("sam2_image_encoder", {"pixels": "pixels"}, encoder_map)
+    segment = ensemble_config(
+        "sam2_segment", [image, *prompt_inputs[:2], prompt_inputs[3]], results,
+        [preprocess, encode, prompts("multimask_output"), decode], max_batch_size=0)
+    write_model(repo, segment)
+    write_model(repo, ensemble_config("sam2_embed_image", [image], [*one, orig_size],
+                                      [preprocess, encode], max_batch_size=0))
+    write_model(repo, ensemble_config("sam2_decode", [*one, *prompt_inputs], results,
+                                      [prompts("multimask_output", "mask_input"), decode],
+                                      max_batch_size=0))
+    return {"config": options.config, "weights": weights, "image_size": str(size),
+            "image_encoder": formats["sam2_image_encoder"][0],
+            "prompt_decoder": formats["sam2_prompt_decoder"][0],
+            "embedding": f"256x{embed}x{embed}", "low_res_masks": f"{low_res}x{low_res}",
+            "repository": str(repo)}
+
+
+def unbatched(config) -> None:
+    """Turn a ``model_config`` message into a model without batching (max_batch_size 0):
+    every request is one image with its own prompts and original size, so requests are
+    never concatenated (their point counts, mask counts and sizes differ)."""
+    config.max_batch_size = 0
+    config.ClearField("dynamic_batching")
