@@ -1,0 +1,86 @@
+"""``tritonlens bench``: the typer-annotated command (registered by ``client/cli.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tritonlens.bench.perf_analyzer import PerfAnalyzerError
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    """Repeatable options that also accept comma-separated lists."""
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def bench(
+    quick: Annotated[bool, typer.Option(
+        help="CI smoke mode: ViT-S-32, short windows, few points (< 3 min on 2 cores)")] = False,
+    repo: Annotated[Path | None, typer.Option(
+        help="Serve this model repository (exported into first if it has no CLIP export); "
+             "default: a fresh export under --work")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results folder (default results/<timestamp>)")] = None,
+    work: Annotated[Path, typer.Option(help="Scratch folder for exports and checkpoints")] = Path("build/bench"),
+    clip_model: Annotated[str | None, typer.Option(
+        help="open_clip architecture (default ViT-B-32; ViT-S-32 with --quick)")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        help="Only these Triton models (repeatable or comma-separated; default: every served model)")] = None,
+    protocol: Annotated[list[str] | None, typer.Option(
+        help="grpc and/or http (repeatable or comma-separated; default both)")] = None,
+    shared_memory: Annotated[bool, typer.Option(
+        help="Also measure with system shared memory where it applies")] = True,
+    concurrency: Annotated[str | None, typer.Option(
+        help="Concurrency sweep for end-to-end models, e.g. 1,2,4,8 (default; 1,4 with --quick)")] = None,
+    naive_images: Annotated[int | None, typer.Option(
+        help="Images the naive path classifies, one process each (default 3; 1 with --quick)")] = None,
+    measurement_interval: Annotated[int | None, typer.Option(
+        help="perf_analyzer measurement window in ms (default 3000; 800 with --quick)")] = None,
+    tune: Annotated[bool | None, typer.Option(
+        help="Also measure the tuning candidates (default: on in full mode)")] = None,
+    tools_dir: Annotated[Path, typer.Option(help="Where perf_analyzer's own venv is created")] = Path(".tools"),
+) -> None:
+    """Load-test every served model with perf_analyzer, beside the in-process baselines.
+
+    Writes results.json, report.md and PNG plots into the results folder. perf_analyzer
+    (from tritonclient[all]==2.51.0) is installed into its own venv under --tools-dir on the
+    first run.
+    """
+    from tritonlens.bench.perf_analyzer import Measurement
+    from tritonlens.bench.run import BenchOptions, run_bench
+
+    protocols = _split(protocol) or ["grpc", "http"]
+    bad = [p for p in protocols if p not in ("grpc", "http")]
+    if bad:
+        raise typer.BadParameter(f"protocol must be grpc or http, not {bad[0]!r}")
+    try:
+        sweep = [int(c) for c in concurrency.split(",")] if concurrency else None
+    except ValueError:
+        raise typer.BadParameter(f"--concurrency takes integers like 1,2,4,8, not {concurrency!r}")
+    if sweep and min(sweep) < 1:
+        raise typer.BadParameter("--concurrency values must be at least 1")
+    measurement = None
+    if measurement_interval:
+        measurement = Measurement(measurement_interval, 100 if quick else 30, 4 if quick else 6)
+    options = BenchOptions(quick=quick, clip_model=clip_model, repo=repo, out=out, work=work,
+                           protocols=protocols, shared_memory=shared_memory, concurrency=sweep,
+                           models=_split(model), naive_images=naive_images,
+                           measurement=measurement, tune=tune, tools_dir=tools_dir)
+    try:
+        folder = run_bench(options)
+    except (PerfAnalyzerError, ValueError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(f"results: {folder}/report.md")
+
+
+def main() -> None:
+    """Run ``bench`` as its own command (``python -m tritonlens.bench.cli``)."""
+    typer.run(bench)
+
+
+if __name__ == "__main__":
+    main()

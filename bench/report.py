@@ -1,0 +1,247 @@
+"""The results folder: ``results.json``, ``report.md`` and two PNG plots.
+
+* ``results.json``: everything measured (perf_analyzer points with CPU/RSS, baselines,
+  tuning), the host, versions, options and every served model's config.
+* ``report.md``: the ratios against the targets, then the tables.
+* ``throughput_vs_concurrency.png``: inferences/s per model and protocol (log scale).
+* ``latency_percentiles.png``: p50/p95/p99 of the end-to-end model per concurrency.
+
+Units everywhere: throughput in inferences (images) per second, latency in milliseconds,
+CPU in cores (CPU seconds per wall second), memory in MB (2**20 bytes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TARGETS = {"triton_vs_onnxruntime": 0.9, "triton_vs_naive": 100.0}
+END_TO_END = "clip_classify"
+
+
+def read_configs(repo: Path, models: list[str]) -> dict[str, str]:
+    """``config.pbtxt`` text of each served model, as it was served."""
+    return {m: (repo / m / "config.pbtxt").read_text() for m in models
+            if (repo / m / "config.pbtxt").exists()}
+
+
+def _ok(points: list[dict], model: str) -> list[dict]:
+    return [p for p in points if p["model"] == model and not p["error"] and p["throughput"] > 0]
+
+
+def ratios(results: dict) -> dict:
+    """The headline figures: Triton end-to-end against each baseline (see TARGETS)."""
+    e2e = _ok(results["perf"], END_TO_END)
+    base = results["baselines"]
+    if not e2e or not base:
+        return {}
+    best = max(e2e, key=lambda p: p["throughput"])
+    out = {
+        "triton_end_to_end": {"model": END_TO_END, "images_per_s": best["throughput"],
+                              "protocol": best["protocol"], "shared_memory": best["shared_memory"],
+                              "concurrency": best["concurrency"]},
+        "onnxruntime_in_process": {"images_per_s": base["onnxruntime"]["best_images_per_s"],
+                                   "batch": base["onnxruntime"]["best_batch"]},
+        "torch_in_process": {"images_per_s": base["torch"]["best_images_per_s"],
+                             "batch": base["torch"]["best_batch"]},
+        "naive": {"images_per_s": base["naive"]["images_per_s"]},
+    }
+    out["triton_vs_onnxruntime"] = best["throughput"] / base["onnxruntime"]["best_images_per_s"]
+    out["triton_vs_torch"] = best["throughput"] / base["torch"]["best_images_per_s"]
+    out["triton_vs_naive"] = best["throughput"] / base["naive"]["images_per_s"]
+    encoder = _ok(results["perf"], "clip_image_encoder")
+    if encoder:
+        out["triton_encoder_vs_onnxruntime"] = (max(p["throughput"] for p in encoder)
+                                                / base["onnxruntime"]["best_images_per_s"])
+    preprocess = _ok(results["perf"], "clip_preprocess")
+    if preprocess:
+        out["preprocess_images_per_s"] = max(p["throughput"] for p in preprocess)
+    return out
+
+
+# -- markdown -----------------------------------------------------------------------------
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _config_summary(text: str) -> list:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = text_format.Parse(text, mc.ModelConfig())
+    if config.platform == "ensemble":
+        return ["ensemble", config.max_batch_size, "-", "-", "-", "-"]
+    batching = config.dynamic_batching
+    threads = config.parameters["intra_op_thread_count"].string_value if "intra_op_thread_count" in config.parameters else "-"
+    return [config.backend, config.max_batch_size, batching.max_queue_delay_microseconds,
+            list(batching.preferred_batch_size) or "none",
+            sum(g.count for g in config.instance_group) or 1, threads]
+
+
+def markdown(results: dict) -> str:
+    """The report as markdown (see the module docstring)."""
+    r, host, ver = results.get("ratios", {}), results["host"], results["versions"]
+    exp = results["export"]
+    lines = [f"# tritonlens benchmark: CLIP {exp['model']} ({results['meta']['mode']} mode)", "",
+             f"Run {results['meta']['started']}, {results['meta']['duration_s']:.0f} s. Host: "
+             f"{host['cpu']}, {host['usable_cores']} usable cores, {host['memory_gb']} GB RAM, "
+             f"{host['os']}, Python {host['python']}, {host['gpu']}. Client (perf_analyzer) and "
+             "server share the host.", "",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()) + ".", "",
+             f"Weights: {exp['weights']} (seeded random init: throughput is what this measures; "
+             f"predictions are not real). {len(exp['labels'])} labels x {len(exp['templates'])} "
+             f"prompt templates. Inputs: {len(results['inputs']['photos'])} real photos "
+             f"({', '.join(results['inputs']['photos'])}), the same for every engine.", ""]
+    if r:
+        e2e = r["triton_end_to_end"]
+        lines += ["## Against the targets", "",
+                  _table(["measure", "images/s", "ratio (Triton e2e / it)", "target", "met"], [
+                      [f"Triton end-to-end `{e2e['model']}` (image bytes in, probabilities out; "
+                       f"{e2e['protocol']}, shm {e2e['shared_memory']}, concurrency {e2e['concurrency']})",
+                       f"{e2e['images_per_s']:.2f}", "1", "", ""],
+                      [f"onnxruntime in-process, image encoder only, batch {r['onnxruntime_in_process']['batch']}",
+                       f"{r['onnxruntime_in_process']['images_per_s']:.2f}", f"{r['triton_vs_onnxruntime']:.2f}x",
+                       ">= 0.9x", "yes" if r["triton_vs_onnxruntime"] >= TARGETS["triton_vs_onnxruntime"] else "**no**"],
+                      [f"torch (open_clip) in-process, image encoder only, batch {r['torch_in_process']['batch']}",
+                       f"{r['torch_in_process']['images_per_s']:.2f}", f"{r['triton_vs_torch']:.2f}x", "", ""],
+                      ["naive path (one process per image: load, encode labels, classify)",
+                       f"{r['naive']['images_per_s']:.4f}", f"{r['triton_vs_naive']:.0f}x", ">= 100x",
+                       "yes" if r["triton_vs_naive"] >= TARGETS["triton_vs_naive"] else "**no**"],
+                  ]), ""]
+        if "triton_encoder_vs_onnxruntime" in r:
+            lines += [f"The served image encoder alone (`clip_image_encoder`, preprocessed pixels in) "
+                      f"reaches {r['triton_encoder_vs_onnxruntime']:.2f}x the raw onnxruntime session; "
+                      f"`clip_preprocess` alone (decode + resize + crop of the photo files) reaches "
+                      f"{r.get('preprocess_images_per_s', 0):.1f} images/s. The end-to-end path pays "
+                      "for both on the same cores, plus perf_analyzer's own CPU "
+                      "(client CPU column), which the encoder-only baselines do not.", ""]
+    lines += ["## Triton under perf_analyzer", "",
+              "Latency is client-side. CPU: cores busy on average (server = tritonserver plus its "
+              "stubs; client = perf_analyzer). RSS: peak during the point.", "",
+              _table(["model", "protocol", "shm", "conc.", "infer/s", "p50 ms", "p95 ms", "p99 ms",
+                      "server CPU", "client CPU", "server RSS MB", "stubs RSS MB"],
+                     [[p["model"], p["protocol"], p["shared_memory"], p["concurrency"],
+                       f"{p['throughput']:.2f}" if not p["error"] else "FAILED",
+                       f"{p['p50_ms']:.1f}", f"{p['p95_ms']:.1f}", f"{p['p99_ms']:.1f}",
+                       f"{p['resources'].get('server_cpu_cores', 0):.2f}",
+                       f"{p['resources'].get('client_cpu_cores', 0):.2f}",
+                       f"{p['resources'].get('server_peak_rss_mb', 0):.0f}",
+                       f"{sum(p['resources'].get('stubs_peak_rss_mb', {}).values()):.0f}"]
+                      for p in results["perf"]]), ""]
+    errors = [p for p in results["perf"] if p["error"]]
+    if errors:
+        lines += ["Failed points:", ""] + [f"- {p['model']} {p['protocol']} c={p['concurrency']}: "
+                                          f"{p['error']}" for p in errors] + [""]
+    base = results["baselines"]
+    if base:
+        sizes = sorted({int(b) for c in ("onnxruntime", "torch") for b in base[c]["images_per_s"]})
+        lines += ["## In-process baselines (same photos, same weights, fp32)", "",
+                  _table(["engine", "threads", *[f"batch {b}" for b in sizes], "best"],
+                         [[base[c]["engine"], base[c]["threads"],
+                           *[f"{base[c]['images_per_s'].get(b, base[c]['images_per_s'].get(str(b), 0)):.2f}" for b in sizes],
+                           f"{base[c]['best_images_per_s']:.2f} (batch {base[c]['best_batch']})"]
+                          for c in ("onnxruntime", "torch")]), "",
+                  f"Naive path: {len(base['naive']['seconds_per_image'])} image(s), "
+                  f"{base['naive']['mean_seconds_per_image']:.1f} s per image (process start to exit), "
+                  f"peak RSS {max(base['naive']['peak_rss_mb']):.0f} MB per process; "
+                  f"= {base['naive']['images_per_s']:.4f} images/s.", ""]
+    stubs: dict[str, float] = {}
+    for p in results["perf"]:
+        for k, v in p["resources"].get("stubs_peak_rss_mb", {}).items():
+            stubs[k] = max(stubs.get(k, 0.0), v)
+    server_peak = max([p["resources"].get("server_peak_rss_mb", 0) for p in results["perf"]] or [0])
+    lines += ["## Memory", "",
+              f"Idle after start: tritonserver {results['idle']['server_peak_rss_mb']:.0f} MB, all "
+              f"processes {results['idle']['total_peak_rss_mb']:.0f} MB. Peak over the run: "
+              f"tritonserver {server_peak:.0f} MB; per stub (one per model instance):", "",
+              _table(["process", "peak RSS MB"], [[k, f"{v:.0f}"] for k, v in sorted(stubs.items())]), ""]
+    if results.get("tuning"):
+        lines += ["## Tuning candidates (`clip_classify`, loaded as config overrides)", "",
+                  _table(["candidate", "protocol", "conc.", "infer/s", "p50 ms", "p99 ms", "server CPU"],
+                         [[t["candidate"], t["protocol"], t["concurrency"],
+                           f"{t['throughput']:.2f}" if not t["error"] else "FAILED",
+                           f"{t['p50_ms']:.1f}", f"{t['p99_ms']:.1f}",
+                           f"{t['resources'].get('server_cpu_cores', 0):.2f}"] for t in results["tuning"]]), ""]
+    lines += ["## Configs served", "",
+              _table(["model", "backend", "max batch", "queue delay us", "preferred", "instances",
+                      "intra-op threads"],
+                     [[m, *_config_summary(t)] for m, t in results["configs"].items()]), "",
+              "Full `config.pbtxt` texts are in `results.json` (`configs`).", ""]
+    if results.get("uncovered") or results.get("failed_to_load"):
+        lines += [f"Served without a scenario: {', '.join(results['uncovered']) or 'none'}. "
+                  f"Failed to load: {', '.join(results['failed_to_load']) or 'none'}.", ""]
+    lines += ["![throughput vs concurrency](throughput_vs_concurrency.png)", "",
+              "![latency percentiles](latency_percentiles.png)", ""]
+    return "\n".join(lines)
+
+
+# -- plots --------------------------------------------------------------------------------
+def plot_throughput(results: dict, path: Path) -> None:
+    """Inferences/s vs concurrency, one line per (model, protocol, shared memory)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=90)
+    series: dict[str, list] = {}
+    for p in results["perf"]:
+        if p["error"]:
+            continue
+        label = f"{p['model']} {p['protocol']}" + (" shm" if p["shared_memory"] != "none" else "")
+        series.setdefault(label, []).append((p["concurrency"], p["throughput"]))
+    for label, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([c for c, _ in pts], [t for _, t in pts], marker="o", label=label,
+                linewidth=2.5 if label.startswith(END_TO_END) else 1)
+    ort = results.get("ratios", {}).get("onnxruntime_in_process")
+    if ort:
+        ax.axhline(ort["images_per_s"], color="k", linestyle="--", linewidth=1,
+                   label=f"onnxruntime in-process (batch {ort['batch']})")
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrency (requests in flight)")
+    ax.set_ylabel("inferences / s (log)")
+    ax.set_title(f"Throughput, CLIP {results['export']['model']}, {results['host']['usable_cores']} cores")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_latency(results: dict, path: Path) -> None:
+    """p50/p95/p99 latency of the end-to-end model per concurrency and protocol."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [p for p in _ok(results["perf"], END_TO_END)]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=90)
+    labels = [f"{p['protocol']}{' shm' if p['shared_memory'] != 'none' else ''}\nc={p['concurrency']}"
+              for p in points]
+    width = 0.27
+    for i, (key, name) in enumerate((("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"))):
+        ax.bar([x + (i - 1) * width for x in range(len(points))], [p[key] for p in points], width,
+               label=name)
+    ax.set_xticks(range(len(points)))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(f"{END_TO_END} latency percentiles (client side)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_all(results: dict, out: Path) -> dict[str, Path]:
+    """Write the JSON, the markdown and the plots into ``out``; returns their paths."""
+    paths = {"json": out / "results.json", "markdown": out / "report.md",
+             "throughput_plot": out / "throughput_vs_concurrency.png",
+             "latency_plot": out / "latency_percentiles.png"}
+    paths["json"].write_text(json.dumps(results, indent=1, default=str))
+    plot_throughput(results, paths["throughput_plot"])
+    plot_latency(results, paths["latency_plot"])
+    paths["markdown"].write_text(markdown(results))
+    return paths

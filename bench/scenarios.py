@@ -1,0 +1,189 @@
+"""The perf_analyzer scenarios: one record per served model, with real input data.
+
+A scenario names a Triton model and says how to build its perf_analyzer ``--input-data``
+from real data (:class:`BenchInputs`: real photos, the exported repository). ``tritonlens
+bench`` runs every scenario whose model the server has loaded, over each protocol and
+concurrency asked for, and lists served models that have no scenario.
+
+Adding a model is ONE entry in :data:`SCENARIOS` (plus its input builder if no existing one
+fits). For example, a SAM 2 plugin would add::
+
+    def sam2_image_and_points(inputs: BenchInputs) -> list[list[dict]]:
+        # one stream; each step is one request: input name -> array without the batch axis
+        # (numeric) or a list of bytes (BYTES tensor)
+        return [[{"image": [p.read_bytes()],
+                  "point_coords": np.array([[120.0, 80.0]], np.float32),
+                  "point_labels": np.array([1], np.int32)} for p in inputs.photos]]
+
+    Scenario("sam2_segment", "sam2", sam2_image_and_points, end_to_end=True)
+
+and a stateful model gives one stream per sequence (consecutive frames of a real video)
+and a sequence length; perf_analyzer then sends each stream as one sequence with
+START/END flags and correlation IDs from ``--sequence-id-range``::
+
+    Scenario("sam2_track", "sam2", sam2_video_streams, sequence_length=8)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+Streams = list[list[dict]]
+
+
+@dataclass
+class BenchInputs:
+    """The real data every input builder draws from.
+
+    Attributes:
+        photos: real photographs (JPEG, PNG, WebP files of different sizes and modes).
+        repo: the model repository being served (configs, label files, ONNX files).
+        labels: the class names the zero-shot head was exported with.
+        templates: the prompt templates used for those labels.
+        cache: scratch space for builders that share work (e.g. preprocessed pixels).
+    """
+
+    photos: list[Path]
+    repo: Path
+    labels: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    cache: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One served model under load.
+
+    Attributes:
+        model: the Triton model (or ensemble) name.
+        family: the plugin it belongs to (``clip``, ``sam2`` ...); baselines are per family.
+        build_inputs: real input data as perf_analyzer streams (see :func:`write_input_data`
+            in ``perf_analyzer.py``).
+        end_to_end: the family's user-facing path (encoded bytes in, result out); compared
+            with the in-process baselines and swept over every concurrency.
+        sequence_length: > 0 for stateful models (sequence batcher): requests per sequence.
+        shared_memory: also measure with system shared memory (worth it for large tensors
+            and for the end-to-end path).
+    """
+
+    model: str
+    family: str
+    build_inputs: Callable[[BenchInputs], Streams]
+    end_to_end: bool = False
+    sequence_length: int = 0
+    shared_memory: bool = False
+
+
+# -- CLIP inputs ---------------------------------------------------------------------------
+def _clip_parameters(repo: Path) -> dict[str, str]:
+    from tritonlens.export.config import parse_config
+
+    config = parse_config(repo / "clip_preprocess" / "config.pbtxt")
+    return {k: v.string_value for k, v in config.parameters.items()}
+
+
+def clip_pixels(inputs: BenchInputs) -> list[np.ndarray]:
+    """UINT8 [S, S, 3] per photo: open_clip's own eval transform up to ``ToTensor`` (what
+    ``clip_preprocess`` reproduces), with the exported image size and resize settings."""
+    if "clip_pixels" not in inputs.cache:
+        import open_clip
+        from PIL import Image
+
+        params = _clip_parameters(inputs.repo)
+        transform = open_clip.image_transform(
+            int(params["image_size"]), is_train=False,
+            resize_mode=params.get("resize_mode", "shortest"),
+            interpolation=params.get("interpolation", "bicubic"))
+        to_pixels = transform.transforms[:-2]  # drop ToTensor and Normalize
+        pixels = []
+        for photo in inputs.photos:
+            image = Image.open(photo)
+            for step in to_pixels:
+                image = step(image)
+            pixels.append(np.asarray(image, dtype=np.uint8))
+        inputs.cache["clip_pixels"] = pixels
+    return inputs.cache["clip_pixels"]
+
+
+def clip_prompts(inputs: BenchInputs) -> list[str]:
+    """The label prompts (every label in every template): real texts for the text models."""
+    templates = inputs.templates or ["a photo of a {}."]
+    return [t.format(label) for label in inputs.labels for t in templates][:64]
+
+
+def clip_embeddings(inputs: BenchInputs) -> list[np.ndarray]:
+    """FP32 [D] per photo: the exported image encoder's embedding of its pixels (computed
+    in-process with onnxruntime on the same ONNX file), the zero-shot head's real input."""
+    if "clip_embeddings" not in inputs.cache:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(inputs.repo / "clip_image_encoder" / "1" / "model.onnx"),
+                                       providers=["CPUExecutionProvider"])
+        batch = np.stack(clip_pixels(inputs))
+        inputs.cache["clip_embeddings"] = list(session.run(None, {"pixels": batch})[0])
+    return inputs.cache["clip_embeddings"]
+
+
+def image_bytes(inputs: BenchInputs) -> Streams:
+    """``image`` BYTES [1]: each photo's encoded file bytes."""
+    return [[{"image": [photo.read_bytes()]} for photo in inputs.photos]]
+
+
+def pixels(inputs: BenchInputs) -> Streams:
+    """``pixels`` UINT8 [S, S, 3]: the photos preprocessed as open_clip does."""
+    return [[{"pixels": p} for p in clip_pixels(inputs)]]
+
+
+def embeddings(inputs: BenchInputs) -> Streams:
+    """``embedding`` FP32 [D]: the photos' image embeddings."""
+    return [[{"embedding": e.astype(np.float32)} for e in clip_embeddings(inputs)]]
+
+
+def texts(inputs: BenchInputs) -> Streams:
+    """``text`` BYTES [1]: the label prompts as UTF-8."""
+    return [[{"text": [t.encode("utf-8")]} for t in clip_prompts(inputs)]]
+
+
+def token_ids(inputs: BenchInputs) -> Streams:
+    """``token_ids`` INT64 [L]: the label prompts through open_clip's tokenizer."""
+    import open_clip
+    from tritonlens.export.config import parse_config
+
+    config = parse_config(inputs.repo / "clip_tokenize" / "config.pbtxt")
+    model = config.parameters["model_name"].string_value
+    ids = open_clip.get_tokenizer(model)(clip_prompts(inputs)).numpy().astype(np.int64)
+    return [[{"token_ids": row} for row in ids]]
+
+
+# -- the scenarios: one entry per served model ----------------------------------------------
+SCENARIOS: list[Scenario] = [
+    Scenario("clip_classify", "clip", image_bytes, end_to_end=True, shared_memory=True),
+    Scenario("clip_embed_image", "clip", image_bytes),
+    Scenario("clip_preprocess", "clip", image_bytes),
+    Scenario("clip_image_encoder", "clip", pixels, shared_memory=True),
+    Scenario("clip_zero_shot", "clip", embeddings),
+    Scenario("clip_embed_text", "clip", texts),
+    Scenario("clip_tokenize", "clip", texts),
+    Scenario("clip_text_encoder", "clip", token_ids),
+]
+
+
+def scenarios_for(served: list[str], selected: list[str] | None = None) -> tuple[list[Scenario], list[str]]:
+    """The scenarios to run for the ``served`` models, and served models without one.
+
+    Args:
+        served: names of the models the server has loaded.
+        selected: if given, only these model names (an unknown name raises ValueError).
+    """
+    known = {s.model for s in SCENARIOS}
+    if selected:
+        unknown = sorted(set(selected) - known)
+        if unknown:
+            raise ValueError(f"no scenario for {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    chosen = [s for s in SCENARIOS if s.model in served and (not selected or s.model in selected)]
+    uncovered = sorted(set(served) - known)
+    return chosen, uncovered
