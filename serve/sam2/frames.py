@@ -1,0 +1,99 @@
+"""Video frames for the SAM 2 tracker: pre-processing as sam2's video loader does it, and a
+real clip made from a real photo (no video ships with the project's dependencies).
+
+:func:`frame_pixels` is ``sam2.utils.misc._load_img_as_tensor`` followed by the mean/std
+normalisation of ``load_video_frames_from_jpg_images``: Pillow ``convert("RGB")``, Pillow
+``resize((S, S))`` (Pillow's default filter, bicubic), divide by 255 in float64, cast to
+float32, subtract the ImageNet mean and divide by the std. It differs from the image
+predictor's transform (torch bilinear antialiased resize, ``sam2_preprocess``), which is why
+the video path has its own pre-processing model (``sam2_frame_preprocess``): served frames
+equal what ``SAM2VideoPredictor.init_state`` loads from the same JPEG bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+# load_video_frames' defaults (sam2/utils/misc.py): ImageNet mean and std.
+IMG_MEAN = (0.485, 0.456, 0.406)
+IMG_STD = (0.229, 0.224, 0.225)
+FORMATS = ("JPEG", "PNG", "WEBP")
+
+
+class FrameError(ValueError):
+    """An encoded frame that cannot be decoded; the message is meant for the client."""
+
+
+def decode_frame(data: bytes, max_bytes: int = 64 << 20, max_pixels: int = 50_000_000) -> Image.Image:
+    """Encoded JPEG/PNG/WebP bytes -> an RGB PIL image.
+
+    Raises:
+        FrameError: empty, too many bytes, too many pixels (checked before decoding), not an
+            image, truncated or corrupt.
+    """
+    if len(data) == 0:
+        raise FrameError("empty frame bytes")
+    if len(data) > max_bytes:
+        raise FrameError(f"frame is {len(data)} bytes, over the limit of {max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            if image.size[0] * image.size[1] > max_pixels:
+                raise FrameError(f"frame is {image.size[0]}x{image.size[1]} pixels, over the "
+                                 f"limit of {max_pixels}")
+            image.load()
+    except FrameError:
+        raise
+    except UnidentifiedImageError:
+        raise FrameError("not a JPEG, PNG or WebP image (cannot identify the image format)")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise FrameError(f"frame refused as a decompression bomb: {err}")
+    except (OSError, SyntaxError, ValueError) as err:
+        raise FrameError(f"corrupt or truncated frame: {err}")
+    return image.convert("RGB")
+
+
+def frame_pixels(image: Image.Image, size: int) -> torch.Tensor:
+    """RGB PIL image -> fp32 [3, size, size], exactly as SAM2VideoPredictor loads a frame
+    (module docstring)."""
+    array = np.array(image.convert("RGB").resize((size, size))) / 255.0
+    x = torch.from_numpy(array).permute(2, 0, 1).to(torch.float32)
+    mean = torch.tensor(IMG_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(IMG_STD, dtype=torch.float32)[:, None, None]
+    x -= mean
+    x /= std
+    return x
+
+
+def pan_zoom_frames(photo: np.ndarray, count: int, size: tuple[int, int] = (240, 320),
+                    zoom: float = 1.35) -> list[np.ndarray]:
+    """A camera move over a real photo: ``count`` uint8 [H, W, 3] frames (``size`` = H, W)
+    panning left to right while zooming in by ``zoom`` (crops resized with Pillow's
+    bicubic filter). Used for the tests and the README demo clip."""
+    h, w = photo.shape[:2]
+    out_h, out_w = size
+    frames = []
+    image = Image.fromarray(photo)
+    for i in range(count):
+        f = i / max(1, count - 1)
+        scale = 1.0 + (zoom - 1.0) * f
+        crop_h = min(h, int(round(h / scale)))
+        crop_w = min(w, int(round(crop_h * out_w / out_h)))
+        x0 = int(round((w - crop_w) * (0.2 + 0.6 * f)))
+        y0 = (h - crop_h) // 2
+        crop = image.crop((x0, y0, x0 + crop_w, y0 + crop_h)).resize((out_w, out_h), Image.BICUBIC)
+        frames.append(np.asarray(crop))
+    return frames
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
+    """uint8 [H, W, 3] -> JPEG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

@@ -1,0 +1,114 @@
+"""The streaming tracker core (in-process, no Triton) against SAM2VideoPredictor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.sam2_track_common import (SCHEDULE, TRACK_CONFIG, TRACK_FRAMES, clip_jpegs,
+                                     prompt_arrays, reference_track, seeded_weights)
+from tritonlens.serve.sam2 import (FrameOrderError, PromptError, StreamingTracker,
+                                   UnknownStreamError, build_video_model, decode_frame,
+                                   frame_pixels, parse_prompts)
+from tritonlens.serve.sam2.tracker import FrameFeatures
+
+SIZE = 256  # small and fast; parity does not depend on it
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    weights = seeded_weights(SIZE)
+    jpegs = clip_jpegs()
+    return weights, jpegs, reference_track(weights, SIZE, jpegs)
+
+
+def encode(model, jpeg: bytes) -> tuple[FrameFeatures, tuple[int, int]]:
+    """The frame's features as SAM2Base.forward_image computes them (what the served
+    image encoder returns, minus no_mem_embed)."""
+    image = decode_frame(jpeg)
+    with torch.inference_mode():
+        out = model.forward_image(frame_pixels(image, SIZE)[None])
+    fpn = out["backbone_fpn"]
+    return FrameFeatures(fpn[2], fpn[0], fpn[1]), (image.height, image.width)
+
+
+def run_stream(tracker, model, jpegs, stream="s", schedule=SCHEDULE):
+    tracker.start(stream)
+    results = []
+    for t, jpeg in enumerate(jpegs):
+        features, size = encode(model, jpeg)
+        prompts = parse_prompts(*prompt_arrays(schedule[t])) if t in schedule else None
+        results.append(tracker.step(stream, features, size, prompts, frame_index=t))
+    return results
+
+
+def test_streaming_tracker_matches_video_predictor(setup):
+    weights, jpegs, reference = setup
+    model = build_video_model(TRACK_CONFIG, SIZE, weights)
+    tracker = StreamingTracker(model)
+    results = run_stream(tracker, model, jpegs)
+    assert len(results) == TRACK_FRAMES >= 10
+    worst_diff, worst_iou = 0.0, 1.0
+    for t, result in enumerate(results):
+        assert list(result.object_ids) == list(reference[t]), t
+        for k, obj in enumerate(result.object_ids):
+            ref = reference[t][int(obj)]
+            worst_diff = max(worst_diff, float(np.abs(result.mask_logits[k] - ref).max()))
+            worst_iou = min(worst_iou, iou(result.masks[k], ref > 0))
+    print(f"parity over {len(results)} frames: max |logit diff| {worst_diff:.2e}, "
+          f"min IoU {worst_iou:.6f}")
+    assert worst_diff <= 1e-3 and worst_iou >= 0.99
+    # Both objects were tracked, and object 2 appears from frame 5 on.
+    assert [len(r.object_ids) for r in results] == [1] * 5 + [2] * 11
+
+
+def test_recovered_feature_from_image_embedding(setup):
+    """The served encoder adds no_mem_embed; subtracting it back keeps parity."""
+    weights, jpegs, reference = setup
+    model = build_video_model(TRACK_CONFIG, SIZE, weights)
+    tracker = StreamingTracker(model)
+    tracker.start("s")
+    worst = 0.0
+    for t, jpeg in enumerate(jpegs[:8]):
+        features, size = encode(model, jpeg)
+        embedding = features.vision_features + model.no_mem_embed.reshape(1, -1, 1, 1)
+        features = tracker.features_from_image_embedding(embedding, features.high_res_0,
+                                                         features.high_res_1)
+        prompts = parse_prompts(*prompt_arrays(SCHEDULE[t])) if t in SCHEDULE else None
+        result = tracker.step("s", features, size, prompts)
+        for k, obj in enumerate(result.object_ids):
+            worst = max(worst, float(np.abs(result.mask_logits[k] - reference[t][int(obj)]).max()))
+    assert worst <= 1e-3
+
+
+def test_state_is_bounded_and_errors_leave_state_alone(setup):
+    weights, jpegs, _ = setup
+    model = build_video_model(TRACK_CONFIG, SIZE, weights)
+    tracker = StreamingTracker(model)
+    features, size = encode(model, jpegs[0])
+    with pytest.raises(UnknownStreamError, match="START"):
+        tracker.step("nobody", features, size)
+    tracker.start("s")
+    sizes = []
+    for t in range(40):
+        prompts = parse_prompts(*prompt_arrays(SCHEDULE[0])) if t == 0 else None
+        tracker.step("s", features, size, prompts, frame_index=t)
+        sizes.append(tracker.state_bytes("s"))
+    # Grows while the memory bank fills (6 memories, 15 pointers), then stays constant.
+    assert sizes[-1] == sizes[20] == max(sizes)
+    with pytest.raises(FrameOrderError, match="expects frame 40, got frame 39"):
+        tracker.step("s", features, size, frame_index=39)
+    with pytest.raises(PromptError):
+        parse_prompts(np.zeros((1, 2), np.float32), np.array([5]), np.array([1]))
+    with pytest.raises(PromptError, match="box"):
+        parse_prompts(np.zeros((1, 2), np.float32), np.array([2]), np.array([1]))
+    assert tracker.step("s", features, size, frame_index=40).frame_index == 40
+    tracker.start("s")  # a repeated START resets
+    assert tracker.state_bytes("s") == 0
+    assert tracker.sweep(idle_seconds=-1.0) == ["s"] and "s" not in tracker
