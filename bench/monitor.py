@@ -44,6 +44,7 @@ class ResourceMonitor:
         mon.summary()   # {"server_cpu_cores": 1.7, "server_peak_rss_mb": 812.0, ...}
 
     CPU use is in cores (CPU seconds / wall seconds: 2.0 = both cores of a 2-core host busy);
+    ``other_cpu_cores`` is the rest of the host's busy CPU over the same span (other jobs);
     RSS in MB (2**20 bytes); per-process peaks are keyed by :func:`process_label`.
     """
 
@@ -59,6 +60,7 @@ class ResourceMonitor:
         self.peak_total_mb = 0.0
         self.peak_by_process: dict[str, float] = {}
         self.started = self.ended = 0.0
+        self._system_start = self._system_end = None
 
     def watch_client(self, popen) -> None:
         """Also account the CPU of the load generator (a ``subprocess.Popen``)."""
@@ -98,7 +100,13 @@ class ResourceMonitor:
             self._sample()
             self._stop.wait(self.interval_s)
 
+    @staticmethod
+    def _system_busy() -> float:
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
     def __enter__(self) -> "ResourceMonitor":
+        self._system_start = self._system_busy()
         self.started = time.monotonic()
         self._sample()
         self._thread.start()
@@ -109,12 +117,17 @@ class ResourceMonitor:
         self._thread.join()
         self._sample()
         self.ended = time.monotonic()
+        self._system_end = self._system_busy()
 
     def summary(self) -> dict:
         """CPU cores used and peak RSS over the monitored span (see the class docstring)."""
         wall = max(self.ended - self.started, 1e-9)
         server_cpu = sum(self._cpu_last[p] - self._cpu_start[p] for p in self._cpu_last)
+        system = (self._system_end or self._system_start) - self._system_start
         return {
+            # everything else on the host (other users' jobs): > 0 means a contended measurement
+            "other_cpu_cores": round(max(0.0, system - server_cpu - self._client_cpu) / wall, 3),
+            "load_average_1min": round(psutil.getloadavg()[0], 2),
             "wall_s": round(wall, 2),
             "server_cpu_cores": round(server_cpu / wall, 3),
             "client_cpu_cores": round(self._client_cpu / wall, 3),

@@ -88,7 +88,10 @@ def markdown(results: dict) -> str:
              f"Run {results['meta']['started']}, {results['meta']['duration_s']:.0f} s. Host: "
              f"{host['cpu']}, {host['usable_cores']} usable cores, {host['memory_gb']} GB RAM, "
              f"{host['os']}, Python {host['python']}, {host['gpu']}. Client (perf_analyzer) and "
-             "server share the host.", "",
+             "server share the host. Load average (1/5/15 min) before the baselines: "
+             f"{results['meta'].get('load_average_before_baselines')}, at the end: "
+             f"{results['meta'].get('load_average_at_end')}; the `other CPU` column is CPU used "
+             "by other jobs on the host during each point (0 = a quiet host).", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()) + ".", "",
              f"Weights: {exp['weights']} (seeded random init: throughput is what this measures; "
              f"predictions are not real). {len(exp['labels'])} labels x {len(exp['templates'])} "
@@ -121,12 +124,13 @@ def markdown(results: dict) -> str:
               "Latency is client-side. CPU: cores busy on average (server = tritonserver plus its "
               "stubs; client = perf_analyzer). RSS: peak during the point.", "",
               _table(["model", "protocol", "shm", "conc.", "infer/s", "p50 ms", "p95 ms", "p99 ms",
-                      "server CPU", "client CPU", "server RSS MB", "stubs RSS MB"],
+                      "server CPU", "client CPU", "other CPU", "server RSS MB", "stubs RSS MB"],
                      [[p["model"], p["protocol"], p["shared_memory"], p["concurrency"],
                        f"{p['throughput']:.2f}" if not p["error"] else "FAILED",
                        f"{p['p50_ms']:.1f}", f"{p['p95_ms']:.1f}", f"{p['p99_ms']:.1f}",
                        f"{p['resources'].get('server_cpu_cores', 0):.2f}",
                        f"{p['resources'].get('client_cpu_cores', 0):.2f}",
+                       f"{p['resources'].get('other_cpu_cores', 0):.2f}",
                        f"{p['resources'].get('server_peak_rss_mb', 0):.0f}",
                        f"{sum(p['resources'].get('stubs_peak_rss_mb', {}).values()):.0f}"]
                       for p in results["perf"]]), ""]

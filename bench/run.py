@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 from tritonlens.bench import baselines, report, scenarios, tuning
 from tritonlens.bench.host import describe_host, versions
 from tritonlens.bench.monitor import ResourceMonitor
@@ -118,6 +120,7 @@ def prepare_clip(options: BenchOptions) -> tuple[Path, dict]:
     work = options.work / model
     repo = options.repo or work / "model_repository"
     labels = read_lines(LABELS_FILE, "labels")
+    templates = TEMPLATES[:1] if options.quick else TEMPLATES
     if options.repo and (repo / "clip_image_encoder" / "config.pbtxt").exists():
         params = parse_config(repo / "clip_image_encoder" / "config.pbtxt").parameters
         labels = read_lines(repo / "clip_zero_shot" / "labels.txt", "labels")
@@ -131,14 +134,17 @@ def prepare_clip(options: BenchOptions) -> tuple[Path, dict]:
         work.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
         torch.save(open_clip.create_model(model, pretrained=None).state_dict(), checkpoint)
-    if existing_export(repo, model, str(checkpoint)):
+    if existing_export(repo, model, str(checkpoint)) and (
+            (repo / "clip_zero_shot" / "templates.txt").exists()
+            and (repo / "clip_zero_shot" / "templates.txt").read_text() == "\n".join(templates)):
         log(f"reusing the export in {repo}")
     else:
         log(f"exporting {model} into {repo}")
         export_clip(ClipExportOptions(model=model, pretrained=str(checkpoint), labels=labels,
-                                      templates=TEMPLATES), repo, report=log)
+                                      templates=templates), repo, report=log)
+        (repo / "clip_zero_shot" / "templates.txt").write_text("\n".join(templates))
     return repo, {"model": model, "weights": str(checkpoint), "labels": labels,
-                  "templates": TEMPLATES}
+                  "templates": templates}
 
 
 def run_clip_baselines(options: BenchOptions, inputs: scenarios.BenchInputs, export: dict) -> dict:
@@ -193,7 +199,7 @@ def measure(tool, server, point: PerfPoint, input_data: Path, options: BenchOpti
 
 
 def run_tuning(tool, server, repo: Path, input_data: Path, options: BenchOptions) -> list[dict]:
-    """Measure ``clip_classify`` (first protocol, top concurrencies) under each candidate."""
+    """Measure ``clip_classify`` (first protocol, top concurrency) under each candidate."""
     cores = usable_cores()
     rows = []
     for candidate in tuning.clip_candidates(cores):
@@ -203,7 +209,7 @@ def run_tuning(tool, server, repo: Path, input_data: Path, options: BenchOptions
         log(f"tuning: {candidate.name}")
         try:
             tuning.load(server.http_url, repo, candidate)
-            for conc in options.concurrency[-2:]:
+            for conc in options.concurrency[-1:]:
                 point = measure(tool, server, PerfPoint("clip_classify", options.protocols[0], "none", conc),
                                 input_data, options)
                 rows.append({"candidate": candidate.name, "changes": [asdict(c) for c in candidate.changes],
@@ -234,6 +240,7 @@ def run_bench(options: BenchOptions) -> Path:
     repo, export = prepare_clip(options)
     inputs = scenarios.BenchInputs(photos=photos, repo=repo, labels=export["labels"],
                                    templates=export["templates"])
+    load_before = psutil.getloadavg()
     baseline_results = run_clip_baselines(options, inputs, export)
 
     model_dirs = sorted(p.parent.name for p in repo.glob("*/config.pbtxt"))
@@ -259,7 +266,9 @@ def run_bench(options: BenchOptions) -> Path:
 
     results = {
         "meta": {"mode": "quick" if options.quick else "full", "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
-                 "duration_s": round(time.time() - started, 1), "command": " ".join(sys.argv)},
+                 "duration_s": round(time.time() - started, 1), "command": " ".join(sys.argv),
+                 "load_average_before_baselines": [round(x, 2) for x in load_before],
+                 "load_average_at_end": [round(x, 2) for x in psutil.getloadavg()]},
         "host": describe_host(),
         "versions": versions(tool.version(), find_triton().version),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
