@@ -100,3 +100,20 @@ def reference_track(weights: dict, image_size: int, jpegs: list[bytes],
                 done = t
         propagate(done + 1, len(jpegs) - 1)
     return results
+
+
+SHORT_IDLE_S = 3.0
+
+
+def export_short_idle_tracker(repo: Path, checkpoint: Path, config: str, image_size: int) -> None:
+    """A second tracker + ensemble (``sam2_track_short_idle``) with a 3 s idle limit, for
+    the eviction test (the main one keeps the default 60 s so slow CI hosts never evict a
+    live stream)."""
+    from tritonlens.export.sam2.export import load_sam2, resolve_config
+    from tritonlens.export.sam2.tracker import TrackerExportOptions, export_sam2_tracker
+
+    sam, _ = load_sam2(config, str(checkpoint), image_size)
+    export_sam2_tracker(sam, repo, TrackerExportOptions(
+        sam2_config=resolve_config(config)[0], image_size=image_size, threads=1,
+        idle_us=int(SHORT_IDLE_S * 1e6), max_streams=4,
+        tracker="sam2_tracker_short_idle", ensemble="sam2_track_short_idle"))

@@ -324,6 +324,10 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     write_model(repo, ensemble_config("sam2_decode", [*one, *prompt_inputs], results,
                                       [prompts("multimask_output", "mask_input"), decode],
                                       max_batch_size=0))
+    # The video tracker (issue 5): sam2_frame_preprocess, sam2_tracker, sam2_track.
+    from tritonlens.export.sam2.tracker import export_tracker_beside_image_models
+    report("writing sam2_frame_preprocess, sam2_tracker and the sam2_track ensemble")
+    export_tracker_beside_image_models(sam, repo, options, common)
     return {"config": options.config, "weights": weights, "image_size": str(size),
             "image_encoder": formats["sam2_image_encoder"][0],
             "prompt_decoder": formats["sam2_prompt_decoder"][0],

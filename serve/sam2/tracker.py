@@ -279,6 +279,22 @@ class StreamingTracker:
         feats = [m.to(self.device, torch.float32).flatten(2).permute(2, 0, 1) for m in maps]
         return feats, self.pos_embeds, self.feat_sizes
 
+    def warm_up(self) -> None:
+        """Run two steps (a prompted frame, then a tracked one) on zero features of a
+        private stream and drop it, so the first real frame does not pay for lazy
+        initialisation (or compilation with ``compile=True``)."""
+        e = self.image_size // 16
+        zeros = FrameFeatures(torch.zeros(1, 256, e, e), torch.zeros(1, 32, 4 * e, 4 * e),
+                              torch.zeros(1, 64, 2 * e, 2 * e))
+        stream = object()
+        self.start(stream)
+        prompt = ObjectPrompt(torch.tensor([[8.0, 8.0]]), torch.tensor([1], dtype=torch.int32))
+        try:
+            self.step(stream, zeros, (16, 16), OrderedDict([(1, prompt)]))
+            self.step(stream, zeros, (16, 16))
+        finally:
+            self.end(stream)
+
     # -- stream lifecycle ---------------------------------------------------------------
     def start(self, stream: Hashable) -> None:
         """Start (or restart: a repeated START resets) ``stream`` with no objects."""

@@ -1,0 +1,207 @@
+"""Track objects through videos with SAM 2 on any Triton: frames are streamed one request at
+a time on a Triton sequence to the ``sam2_track`` ensemble (contract in the README).
+
+Example::
+
+    tracker = Sam2VideoClient("127.0.0.1:8001")
+    prompts = {0: [Point(210, 120, object_id=1)], 30: [Box(10, 40, 90, 160, object_id=2)]}
+    for result in tracker.track("clip.mp4", prompts):
+        print(result.frame_index, result.object_ids, result.masks.shape)   # bool [K, H, W]
+
+    # several videos at once (one sequence each; the server batches their frames in the
+    # image encoder):
+    results = tracker.track_many({"a.mp4": prompts_a, "b.mp4": prompts_b})
+
+Frames can be a video file (decoded with PyAV), a folder of images, or any iterable of
+encoded frames (bytes) or uint8 [H, W, 3] arrays (encoded as JPEG before sending).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from tritonlens.client.base import TritonClient, TritonLensError
+
+ENSEMBLE = "sam2_track"
+OUTPUTS = ("object_ids", "masks", "mask_logits", "object_scores", "frame_index")
+
+
+@dataclass(frozen=True)
+class Point:
+    """A click in pixels of the frame: label 1 foreground, 0 background."""
+
+    x: float
+    y: float
+    label: int = 1
+    object_id: int = 1
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box in pixels of the frame (top-left x0, y0; bottom-right x1, y1)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    object_id: int = 1
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    """The tracker's result on one frame (K objects, H x W the frame's size).
+
+    Attributes:
+        frame_index: the frame's index in its video (0-based).
+        object_ids: int32 [K], the client's object IDs, in the order they were added.
+        masks: bool [K, H, W]; mask_logits: fp32 [K, H, W] (logits, > 0 is the mask).
+        object_scores: fp32 [K], object-score logits (> 0: the object is visible).
+        image: the frame as uint8 [H, W, 3] when the client decoded it (else None).
+    """
+
+    frame_index: int
+    object_ids: np.ndarray
+    masks: np.ndarray
+    mask_logits: np.ndarray
+    object_scores: np.ndarray
+    image: np.ndarray | None = None
+
+
+def prompt_arrays(prompts: Sequence[Point | Box]) -> dict[str, np.ndarray]:
+    """Points and boxes -> the ensemble's ``point_coords`` [P, 2], ``point_labels`` [P]
+    (boxes as two corners labelled 2 and 3) and ``point_object_ids`` [P]."""
+    coords, labels, ids = [], [], []
+    for p in prompts:
+        if isinstance(p, Box):
+            coords += [(p.x0, p.y0), (p.x1, p.y1)]
+            labels += [2, 3]
+            ids += [p.object_id] * 2
+        else:
+            coords.append((p.x, p.y))
+            labels.append(int(p.label))
+            ids.append(p.object_id)
+    return {"point_coords": np.array(coords, np.float32).reshape(-1, 2),
+            "point_labels": np.array(labels, np.int32),
+            "point_object_ids": np.array(ids, np.int32)}
+
+
+def encode_frame(frame: np.ndarray | bytes, quality: int = 95) -> bytes:
+    """uint8 [H, W, 3] -> JPEG bytes (bytes pass through)."""
+    if isinstance(frame, (bytes, bytearray)):
+        return bytes(frame)
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(frame, np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def read_video(path: str | Path) -> Iterator[np.ndarray]:
+    """Decode a video file (PyAV) or a folder of images (sorted by name) into RGB frames.
+
+    Raises:
+        TritonLensError: the path does not exist, or PyAV cannot decode it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        from PIL import Image
+
+        for file in sorted(p for p in path.iterdir()
+                           if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")):
+            yield np.asarray(Image.open(file).convert("RGB"))
+        return
+    if not path.is_file():
+        raise TritonLensError(f"no such video file or frame folder: {path}")
+    try:
+        import av
+    except ImportError:
+        raise TritonLensError("decoding video files needs PyAV: pip install 'tritonlens[video]'") from None
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as err:
+        raise TritonLensError(f"cannot decode video {path}: {err}") from None
+
+
+def new_sequence_id() -> int:
+    """A fresh random 63-bit numeric correlation ID (never 0)."""
+    import os
+
+    return (int.from_bytes(os.urandom(8), "big") >> 1) or 1
+
+
+class Sam2VideoClient(TritonClient):
+    """Client of the ``sam2_track`` ensemble (see :class:`TritonClient` for url/protocol)."""
+
+    def track(self, video: str | Path | Iterable[np.ndarray | bytes],
+              prompts: Mapping[int, Sequence[Point | Box]], *, sequence_id: int | str | None = None,
+              model: str = ENSEMBLE, max_frames: int | None = None,
+              keep_images: bool = False) -> Iterator[TrackedFrame]:
+        """Stream ``video`` frame by frame; yields one :class:`TrackedFrame` per frame.
+
+        Args:
+            video: a video file, a folder of frames, or an iterable of frames.
+            prompts: frame index -> points/boxes on that frame. A prompt for a new object ID
+                starts tracking it; one for a tracked object corrects that frame.
+            sequence_id: the Triton correlation ID (a fresh one when None).
+            max_frames: stop after this many frames.
+            keep_images: attach the decoded frame to each result (for overlays).
+
+        The first frame is sent with START and the last with END (the server then frees the
+        stream's state). A frame that fails raises :class:`InferenceError`.
+        """
+        frames = read_video(video) if isinstance(video, (str, Path)) else iter(video)
+        if max_frames is not None:
+            frames = itertools.islice(frames, max_frames)
+        sequence_id = sequence_id or new_sequence_id()
+        frames = _lookahead(frames)
+        for index, (frame, last) in enumerate(frames):
+            inputs = {"image": np.array([encode_frame(frame)], dtype=np.object_),
+                      "frame_index": np.array([index], np.int64)}
+            if prompts.get(index):
+                inputs.update(prompt_arrays(prompts[index]))
+            # A failing frame raises InferenceError; the stream's state on the server is then
+            # freed by the idle sweep (max_sequence_idle_microseconds).
+            result = self.infer(model, inputs, OUTPUTS, sequence_id=sequence_id,
+                                sequence_start=index == 0, sequence_end=last)
+            yield TrackedFrame(
+                int(result.as_numpy("frame_index")[0]),
+                result.as_numpy("object_ids"), result.as_numpy("masks"),
+                result.as_numpy("mask_logits"), result.as_numpy("object_scores"),
+                np.asarray(frame) if keep_images and not isinstance(frame, bytes) else None)
+
+    def track_many(self, videos: Mapping[str, tuple], *, model: str = ENSEMBLE,
+                   max_frames: int | None = None) -> dict[str, list[TrackedFrame]]:
+        """Track several videos concurrently (one thread and one sequence each).
+
+        Args:
+            videos: name -> (video, prompts) as for :meth:`track`.
+
+        Returns: name -> the list of per-frame results.
+        """
+        def run(item):
+            name, (video, prompts) = item
+            return name, list(self.track(video, prompts, model=model, max_frames=max_frames))
+
+        with ThreadPoolExecutor(max_workers=max(1, len(videos))) as pool:
+            return dict(pool.map(run, videos.items()))
+
+
+def _lookahead(items: Iterator) -> Iterator[tuple[object, bool]]:
+    """(item, is_last) pairs."""
+    try:
+        current = next(items)
+    except StopIteration:
+        return
+    for following in items:
+        yield current, False
+        current = following
+    yield current, True

@@ -1,0 +1,184 @@
+"""Export the SAM 2 video tracker: ``sam2_frame_preprocess``, ``sam2_tracker`` and the
+``sam2_track`` ensemble, beside the image models of ``export_sam2`` (it reuses their
+``sam2_image_encoder``, so frames of concurrent streams batch together in the encoder).
+
+================== ======== ===============================================================
+model              backend  what it does
+================== ======== ===============================================================
+sam2_frame_        python   frame bytes -> FP32 [1, 3, S, S] as SAM2VideoPredictor loads
+preprocess                  frames, and the frame's (height, width)
+sam2_tracker       python   sequence batcher (``oldest``): per-stream memory bank, memory
+                            attention, mask decoder, memory encoder (sam2's torch modules)
+sam2_track         ensemble frame bytes + optional prompts -> per-object masks (one request
+                            per frame on a Triton sequence)
+================== ======== ===============================================================
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonlens.export.config import (DTYPES, Step, Tensor, ensemble_config, model_config,
+                                      parse_config, write_model)
+from tritonlens.export.repository import python_model_source
+
+WEIGHTS_FILE = "sam2_tracker.pt"
+ENCODER = "sam2_image_encoder"
+ENCODER_OUTPUTS = ("image_embedding", "high_res_feats_0", "high_res_feats_1")
+
+
+@dataclass
+class TrackerExportOptions:
+    """How the tracker is served.
+
+    Attributes:
+        sam2_config: the sam2 packaged config name, e.g. ``configs/sam2.1/sam2.1_hiera_t.yaml``
+            (the tracker rebuilds the video model with ``build_sam2_video_predictor``).
+        image_size: S, the same as the image encoder's.
+        idle_us: ``max_sequence_idle_microseconds``: a stream with no frame for this long is
+            evicted by Triton, and its state freed by the tracker's sweep.
+        max_streams: concurrent streams (``max_candidate_sequences``); more wait for a slot.
+        threads: torch intra-op threads of the tracker.
+        compile: ``torch.compile`` the tracker's modules and mark CUDA-graph steps (GPU hosts).
+        tracker: the tracker model's name; ensemble: the ensemble's name (tests export a
+            second pair with a short idle limit).
+    """
+
+    sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
+    image_size: int = 1024
+    idle_us: int = 60_000_000
+    max_streams: int = 64
+    threads: int = 0
+    compile: bool = False
+    instance_kind: str = "KIND_CPU"
+    tracker: str = "sam2_tracker"
+    ensemble: str = "sam2_track"
+
+
+def sequence_batching(idle_us: int, max_streams: int) -> mc.ModelSequenceBatching:
+    """Triton's sequence batcher for a stateful model, ``oldest`` strategy.
+
+    ``oldest`` rather than ``direct``: no padding slots (``direct`` fills empty slots below
+    the highest busy one with READY=0 requests of uninitialised data), and one ``execute``
+    never holds two frames of the same sequence, so frames stay in order per stream.
+    Control inputs ``START`` and ``END`` (INT32 0/1) carry the request's sequence flags.
+    No CORRID control input: the model reads ``request.correlation_id()``, which works for
+    numeric and string IDs alike (a STRING CORRID input is broken in Triton 2.51 and a
+    UINT64 one silently truncates string IDs).
+    """
+    control = mc.ModelSequenceBatching.Control
+    return mc.ModelSequenceBatching(
+        max_sequence_idle_microseconds=idle_us,
+        oldest=mc.ModelSequenceBatching.StrategyOldest(max_candidate_sequences=max_streams,
+                                                       max_queue_delay_microseconds=0),
+        control_input=[
+            mc.ModelSequenceBatching.ControlInput(name=name, control=[control(
+                kind=kind, int32_false_true=[0, 1])])
+            for name, kind in (("START", control.CONTROL_SEQUENCE_START),
+                               ("END", control.CONTROL_SEQUENCE_END))])
+
+
+def tracker_tensors(image_size: int) -> tuple[list[Tensor], list[Tensor]]:
+    """(inputs, outputs) of ``sam2_tracker``; E = S / 16."""
+    e = image_size // 16
+    inputs = [Tensor("image_embedding", "fp32", (1, 256, e, e)),
+              Tensor("high_res_feats_0", "fp32", (1, 32, 4 * e, 4 * e)),
+              Tensor("high_res_feats_1", "fp32", (1, 64, 2 * e, 2 * e)),
+              Tensor("orig_size", "int32", (2,)), *prompt_tensors()]
+    outputs = [Tensor("object_ids", "int32", (-1,)), Tensor("masks", "bool", (-1, -1, -1)),
+               Tensor("mask_logits", "fp32", (-1, -1, -1)),
+               Tensor("object_scores", "fp32", (-1,)), Tensor("frame_index", "int64", (1,))]
+    return inputs, outputs
+
+
+def prompt_tensors() -> list[Tensor]:
+    return [Tensor("point_coords", "fp32", (-1, 2), optional=True),
+            Tensor("point_labels", "int32", (-1,), optional=True),
+            Tensor("point_object_ids", "int32", (-1,), optional=True),
+            Tensor("frame_index", "int64", (1,), optional=True)]
+
+
+def export_sam2_tracker(sam: torch.nn.Module, repo: Path, options: TrackerExportOptions,
+                        parameters: dict[str, str] | None = None) -> dict[str, str]:
+    """Write ``sam2_frame_preprocess``, the tracker and its ensemble into ``repo``.
+
+    Args:
+        sam: the SAM 2 model whose image encoder ``export_sam2`` exported (its weights,
+            without the Hiera trunk, are saved for the tracker as ``sam2_tracker.pt``).
+        repo: the model repository; ``sam2_image_encoder`` must already be in it (its
+            output names are read from its config, whatever its format).
+        parameters: extra string parameters for every config (family, weights note ...).
+
+    Raises:
+        FileNotFoundError: no ``sam2_image_encoder`` in ``repo``.
+    """
+    from tritonlens.serve.sam2 import tracker_state_dict
+
+    encoder_config = parse_config(repo / ENCODER / "config.pbtxt")
+    encoder_outputs = [o.name for o in encoder_config.output]
+    common = {**(parameters or {}), "image_size": str(options.image_size)}
+    threads = options.threads or os.cpu_count() or 1
+
+    frame = Tensor("image", "bytes", (1,))
+    s = options.image_size
+    config = model_config(
+        "sam2_frame_preprocess", "python", [frame],
+        [Tensor("pixels", "fp32", (1, 3, s, s)), Tensor("orig_size", "int32", (2,))],
+        max_batch_size=1, instance_count=1,
+        parameters={**common, "max_image_pixels": str(50_000_000),
+                    "max_image_bytes": str(64 << 20)})
+    _unbatched(config)
+    write_model(repo, config, {"model.py": python_model_source("sam2_frame_preprocess")})
+
+    inputs, outputs = tracker_tensors(s)
+    config = model_config(
+        options.tracker, "python", inputs, outputs, max_batch_size=1,
+        instance_kind=options.instance_kind,
+        parameters={**common, "sam2_config": options.sam2_config, "weights_file": WEIGHTS_FILE,
+                    "threads": str(threads), "compile": str(options.compile).lower()})
+    _unbatched(config)
+    config.sequence_batching.CopyFrom(sequence_batching(options.idle_us, options.max_streams))
+    buffer = io.BytesIO()
+    torch.save(tracker_state_dict(sam), buffer)
+    write_model(repo, config, {"model.py": python_model_source("sam2_tracker"),
+                               WEIGHTS_FILE: buffer.getvalue()})
+
+    steps = [Step("sam2_frame_preprocess", {"image": "image"},
+                  {"pixels": "pixels", "orig_size": "orig_size"}),
+             Step(ENCODER, {encoder_config.input[0].name: "pixels"},
+                  dict(zip(encoder_outputs, ENCODER_OUTPUTS))),
+             Step(options.tracker,
+                  {**{n: n for n in (*ENCODER_OUTPUTS, "orig_size")},
+                   **{t.name: t.name for t in prompt_tensors()}},
+                  {t.name: t.name for t in outputs})]
+    write_model(repo, ensemble_config(options.ensemble, [frame, *prompt_tensors()], outputs,
+                                      steps, max_batch_size=0))
+    return {"tracker": options.tracker, "ensemble": options.ensemble,
+            "idle_seconds": f"{options.idle_us / 1e6:g}"}
+
+
+def export_tracker_beside_image_models(sam: torch.nn.Module, repo: Path, options,
+                                       parameters: dict[str, str]) -> dict[str, str]:
+    """What ``export_sam2`` calls: the tracker at the image export's config, size and
+    threads (``options`` is its ``Sam2ExportOptions``). Configs given as a YAML path
+    outside sam2's package are not supported by the tracker yet (it rebuilds the video
+    model by config name): it is skipped, and the summary says so."""
+    from tritonlens.export.sam2.export import resolve_config
+
+    name, directory = resolve_config(options.config)
+    if directory is not None:
+        return {"tracker": f"skipped: the tracker needs a config packaged with sam2, not {name}"}
+    return export_sam2_tracker(sam, repo, TrackerExportOptions(
+        sam2_config=name, image_size=options.image_size, threads=options.threads), parameters)
+
+
+def _unbatched(config: mc.ModelConfig) -> None:
+    """No batching: each request is one frame (max_batch_size 0)."""
+    config.max_batch_size = 0
+    config.ClearField("dynamic_batching")

@@ -1,0 +1,49 @@
+"""sam2_frame_preprocess: one encoded video frame -> the image encoder's FP32 input.
+
+Input   ``image``      BYTES [1]: one JPEG, PNG or WebP frame.
+Outputs ``pixels``     FP32 [1, 3, S, S]; ``orig_size`` INT32 [2]: (height, width).
+
+The frame is prepared exactly as ``SAM2VideoPredictor.init_state`` loads frames
+(``tritonlens.serve.sam2.frames.frame_pixels``: Pillow RGB, Pillow resize to S x S,
+/255, ImageNet mean/std), so served tracking equals the offline predictor on the same
+JPEG bytes. (The image path's ``sam2_preprocess`` uses sam2's image transform, a torch
+antialiased bilinear resize: slightly different pixels.) A frame that cannot be decoded
+fails only its own request.
+"""
+
+import json
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+from PIL import Image
+
+from tritonlens.serve.sam2.frames import FrameError, decode_frame, frame_pixels
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.size = int(params["image_size"])
+        self.max_bytes = int(params.get("max_image_bytes", 64 << 20))
+        self.max_pixels = int(params.get("max_image_pixels", 50_000_000))
+        Image.MAX_IMAGE_PIXELS = self.max_pixels
+        torch.set_num_threads(1)
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            data = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().reshape(-1)
+            try:
+                if data.size != 1:
+                    raise FrameError(f"send one frame per request, not {data.size}")
+                image = decode_frame(bytes(data[0]), self.max_bytes, self.max_pixels)
+                pixels = frame_pixels(image, self.size)[None].numpy()
+                size = np.array([image.height, image.width], dtype=np.int32)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("pixels", pixels), pb_utils.Tensor("orig_size", size)]))
+            except FrameError as err:
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"sam2_frame_preprocess: {err}")))
+        return responses
