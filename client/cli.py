@@ -13,11 +13,13 @@ Model families are plugins (entry-point group ``tritonlens.plugins``): each adds
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
 from typing import Annotated
 
+import psutil
 import typer
 from rich.table import Table
 
@@ -84,22 +86,47 @@ def serve(
             console.print(f"tritonserver stopped (exit code {code})")
 
 
-def print_models(index: list[dict]) -> None:
-    """A table of the repository index: model, version, state, and the reason if failed."""
+def print_models(index: list[dict], details: dict[str, dict[str, str]] | None = None) -> None:
+    """A table of the repository index: model, version, state, the reason if it failed, and
+    (when ``details`` has them) backend, precision, profile, weights, instances x threads."""
+    details = details or {}
+    columns = ["model", "version", "state"]
+    if details:
+        columns += ["backend", "precision", "profile", "instances x threads", "weights"]
     table = Table(title="models")
-    for column in ("model", "version", "state", "reason"):
-        table.add_column(column)
+    for column in columns + ["reason"]:
+        table.add_column(column, overflow="fold")
     for entry in sorted(index, key=lambda m: m["name"]):
         state = entry.get("state", "")
         style = "green" if state == "READY" else "red"
-        table.add_row(entry["name"], entry.get("version", ""), f"[{style}]{state}[/]",
-                      entry.get("reason", ""))
+        row = [entry["name"], entry.get("version", ""), f"[{style}]{state}[/]"]
+        if details:
+            info = details.get(entry["name"], {})
+            row += [info.get(k, "") for k in ("backend", "precision", "profile", "instances", "weights")]
+        table.add_row(*row, entry.get("reason", ""))
     console.print(table)
+
+
+def model_details(config: dict) -> dict[str, str]:
+    """What ``status`` shows of one model config (Triton's JSON form)."""
+    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    groups = config.get("instance_group", [])
+    count = sum(int(g.get("count", 1)) for g in groups) if groups else 0
+    threads = params.get("intra_op_thread_count") or params.get("INTRA_OP_THREAD_COUNT") or "-"
+    return {
+        "backend": config.get("backend") or config.get("platform", ""),
+        "precision": params.get("tritonlens.precision", ""),
+        "profile": params.get("tritonlens.profile", ""),
+        "instances": f"{count} x {threads}" if count else "",
+        "weights": params.get("tritonlens.weights", ""),
+    }
 
 
 @app.command()
 def status(url: Url = None, protocol: Protocol = "http") -> None:
-    """Health of a running Triton server and the state of every model in its repository."""
+    """Health of a running Triton server and every model in its repository: state (with
+    Triton's reason when a model failed to load), backend, precision, profile, instances x
+    intra-op threads and where its weights came from; and this host's cores and memory."""
     client = TritonClient(url, check_protocol(protocol))
     try:
         client.check_ready()
@@ -108,8 +135,16 @@ def status(url: Url = None, protocol: Protocol = "http") -> None:
     conn = client.connection
     index = conn.get_model_repository_index(**({"as_json": True} if client.protocol == "grpc" else {}))
     models = index.get("models", []) if isinstance(index, dict) else index
+    details = {}
+    for model in models:
+        if model.get("state") == "READY":
+            config = conn.get_model_config(model["name"], **({"as_json": True} if client.protocol == "grpc" else {}))
+            details[model["name"]] = model_details(config.get("config", config))
     console.print(f"server {client.url}: live, {'ready' if conn.is_server_ready() else 'NOT ready'}")
-    print_models(models)
+    print_models(models, details)
+    memory = psutil.virtual_memory()
+    console.print(f"this host: {os.cpu_count()} cores, {memory.total / 2**30:.1f} GiB memory "
+                  f"({memory.available / 2**30:.1f} GiB available)")
 
 
 @app.command()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (scripts, logs, tests) is not wrapped at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 Url = Annotated[str | None, typer.Option(
     "--url", help="Triton endpoint host:port [default: 127.0.0.1:8001 for grpc, :8000 for http]")]

@@ -99,11 +99,21 @@ def map_concurrent(fn: Callable[[T], R], items: Iterable[T], concurrency: int = 
 
 
 class ClipClient(TritonClient):
-    """Classify and embed with the served CLIP models (see the module docstring)."""
+    """Classify and embed with the served CLIP models (see the module docstring).
 
-    classify_model = "clip_classify"
-    embed_image_model = "clip_embed_image"
-    embed_text_model = "clip_embed_text"
+    Args:
+        url, protocol, timeout: as :class:`TritonClient`.
+        prefix: the export's model-name prefix (``clip`` unless exported with ``--prefix``,
+            e.g. ``clip_int8`` for an int8 variant served beside the fp32 one).
+    """
+
+    def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 120.0,
+                 prefix: str = "clip"):
+        super().__init__(url, protocol, timeout)
+        self.prefix = prefix
+        self.classify_model = f"{prefix}_classify"
+        self.embed_image_model = f"{prefix}_embed_image"
+        self.embed_text_model = f"{prefix}_embed_text"
 
     def classify(self, image: ImageLike, top_k: int = 5) -> Classification:
         """Top-k labels of one image (bytes or a path).
@@ -142,7 +152,7 @@ class ClipClient(TritonClient):
 
     def weights(self) -> str:
         """Where the served image encoder's weights came from: "random", a tag or a path."""
-        config = self.connection.get_model_config("clip_image_encoder")
+        config = self.connection.get_model_config(f"{self.prefix}_image_encoder")
         if self.protocol == "grpc":
             params = config.config.parameters
             return params["tritonlens.weights"].string_value if "tritonlens.weights" in params else "unknown"

@@ -36,6 +36,15 @@ def export(
     threads: Annotated[int, typer.Option(help="Intra-op threads per encoder instance, 0 = all cores")] = 0,
     instances: Annotated[int, typer.Option(help="Instances per encoder model")] = 1,
     seed: Annotated[int, typer.Option(help="Seed for random initialisation (--pretrained none)")] = 0,
+    precision: Annotated[str, typer.Option(
+        help="fp32; int8 (onnxruntime dynamic quantization, CPU hosts); fp16 (GPU hosts)")] = "fp32",
+    profile: Annotated[str, typer.Option(
+        help="default, or low-memory (CPU: memory-mapped external weights, no pre-packing, "
+             "no memory arena, one preprocessing instance, no text models unless --text)")] = "default",
+    prefix: Annotated[str, typer.Option(
+        help="Model-name prefix, to serve variants side by side (e.g. clip_int8)")] = "clip",
+    text: Annotated[bool | None, typer.Option(
+        "--text/--no-text", help="Export the text path [default: yes, no for low-memory]")] = None,
 ) -> None:
     """Export an OpenCLIP model into a Triton model repository.
 
@@ -53,7 +62,8 @@ def export(
         options = ClipExportOptions(
             model=model, pretrained=pretrained, labels=read_lines(labels, "labels"),
             templates=read_lines(templates, "templates") if templates else None, fmt=format,
-            max_batch_size=max_batch_size, threads=threads, instance_count=instances, seed=seed)
+            max_batch_size=max_batch_size, threads=threads, instance_count=instances, seed=seed,
+            precision=precision, profile=profile, prefix=prefix, text=text)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=err_console, transient=False) as progress:
             task = progress.add_task("starting", total=None)
@@ -76,13 +86,14 @@ def classify(
     protocol: Protocol = "grpc",
     concurrency: Annotated[int, typer.Option(help="Requests in flight")] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of tables")] = False,
+    prefix: Annotated[str, typer.Option(help="Model-name prefix of the export")] = "clip",
 ) -> None:
     """Classify images with the served zero-shot CLIP model (clip_classify).
 
     Images are sent concurrently, one request each, so Triton's dynamic batcher groups
     them. A bad image fails alone, with the server's reason; the exit code is 1 if any did.
     """
-    client = ClipClient(url, check_protocol(protocol))
+    client = ClipClient(url, check_protocol(protocol), prefix=prefix)
     try:
         client.check_ready(client.classify_model)
         weights = client.weights()
@@ -120,6 +131,7 @@ def embed(
     out: Annotated[Path | None, typer.Option(help="Write the embeddings as .npy [N, D]")] = None,
     url: Url = None,
     protocol: Protocol = "grpc",
+    prefix: Annotated[str, typer.Option(help="Model-name prefix of the export")] = "clip",
 ) -> None:
     """Embed images or texts (clip_embed_image / clip_embed_text): unit-norm FP32 vectors.
 
@@ -127,7 +139,7 @@ def embed(
     """
     if not image and not text:
         fail("give --image FILE and/or --text TEXT")
-    client = ClipClient(url, check_protocol(protocol))
+    client = ClipClient(url, check_protocol(protocol), prefix=prefix)
     try:
         client.check_ready(*([client.embed_image_model] if image else []),
                            *([client.embed_text_model] if text else []))

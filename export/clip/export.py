@@ -30,8 +30,11 @@ import torch
 
 from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
 from tritonlens.export.config import Step, Tensor, ensemble_config, model_config, write_model
+from tritonlens.export.onnx_variants import quantize_int8, save_with_aligned_external_data
 from tritonlens.export.repository import python_model_source
 
+PRECISIONS = ("fp32", "fp16", "int8")
+PROFILES = ("default", "low-memory")
 RESIZE_MODES = ("shortest", "squash")
 INTERPOLATIONS = ("bicubic", "bilinear")
 
@@ -56,6 +59,16 @@ class ClipExportOptions:
         instance_count: model instances per model (1 keeps CPU threads from competing).
         threads: intra-op threads per encoder instance (0: the host's core count).
         max_queue_delay_us: dynamic batching delay in microseconds.
+        precision: ``fp32``; ``int8`` (onnxruntime dynamic quantization of the encoders'
+            weights, for CPU hosts); ``fp16`` (the towers in fp16, instances of kind GPU).
+        profile: ``default`` or ``low-memory`` (CPU: weights as 64 KiB-aligned external
+            data that onnxruntime memory-maps, weight pre-packing, memory arena and memory
+            patterns off, one preprocessing instance, and no text models unless ``text``).
+        prefix: model names are ``<prefix>_image_encoder`` ..., so variants can share a
+            repository (``clip_int8`` beside ``clip``).
+        text: export the text path (tokenizer, text encoder, ``<prefix>_embed_text``);
+            None: yes, except in the low-memory profile (zero-shot classification needs no
+            text model at serving time: the label embeddings are graph constants).
     """
 
     model: str = "ViT-B-32"
@@ -69,6 +82,10 @@ class ClipExportOptions:
     max_queue_delay_us: int = 2000
     seed: int = 0
     opset: int = 17
+    precision: str = "fp32"
+    profile: str = "default"
+    prefix: str = "clip"
+    text: bool | None = None
 
 
 def read_lines(path: str | os.PathLike, what: str) -> list[str]:
@@ -164,20 +181,26 @@ def _save_graph(module, example, input_name, output_name, fmt, opset, out_dir) -
     return path
 
 
-def export_clip(options: ClipExportOptions, repo: Path,
-                report: Callable[[str], None] = lambda step: None,
-                show_progress: bool = False) -> dict[str, str]:
-    """Export CLIP per ``options`` into ``repo``; returns a summary (name -> value).
-
-    ``report`` is called with a short description at the start of each step (the CLI shows
-    it as a progress display).
+def check_options(options: ClipExportOptions) -> None:
+    """Refuse bad options and bad combinations before anything is loaded or written.
 
     Raises:
-        ExportError: bad options, labels, templates or weights (nothing is half-written for
-            such errors: they are all checked before the first file is written).
+        ExportError: naming the option and what to do instead.
     """
     if options.fmt not in ("onnx", "torchscript"):
         raise ExportError(f"--format must be onnx or torchscript, not {options.fmt!r}")
+    if options.precision not in PRECISIONS:
+        raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
+    if options.profile not in PROFILES:
+        raise ExportError(f"--profile must be one of {', '.join(PROFILES)}, not {options.profile!r}")
+    if options.precision != "fp32" and options.fmt != "onnx":
+        raise ExportError(f"--precision {options.precision} is an ONNX Runtime variant: "
+                          "use --format onnx (TorchScript exports are fp32)")
+    if options.profile == "low-memory" and options.fmt != "onnx":
+        raise ExportError("--profile low-memory is an ONNX Runtime CPU profile: use --format onnx")
+    if options.profile == "low-memory" and options.precision == "fp16":
+        raise ExportError("--precision fp16 is for GPU hosts and --profile low-memory for CPU "
+                          "hosts: use fp32 or int8 with low-memory")
     if not options.labels:
         raise ExportError("no labels: give a labels file with one class name per line")
     if len(set(options.labels)) != len(options.labels):
@@ -185,7 +208,45 @@ def export_clip(options: ClipExportOptions, repo: Path,
         raise ExportError(f"label {dup!r} appears more than once in the labels file")
     if options.max_batch_size < 1:
         raise ExportError("max batch size must be at least 1")
+    if not options.prefix.isidentifier():
+        raise ExportError(f"--prefix must be letters, digits and underscores, not {options.prefix!r}")
 
+
+def engine_settings(options: ClipExportOptions) -> tuple[int, int, dict[str, str]]:
+    """(instances per encoder, intra-op threads per instance, backend parameters).
+
+    Parameter names are the native backends' (onnxruntime: ``intra_op_thread_count``,
+    ``enable_mem_arena``, ``enable_mem_pattern``; pytorch: ``INTRA_OP_THREAD_COUNT``), so
+    the NGC container honours them too; ``tritonlens.disable_prepacking`` has no native
+    equivalent and is honoured by tritonlens' Python-based onnxruntime backend.
+    """
+    cores = os.cpu_count() or 1
+    instances = max(1, options.instance_count)
+    # Instances x threads must not oversubscribe the host's cores.
+    threads = options.threads or max(1, cores // instances)
+    if options.fmt == "torchscript":
+        return instances, threads, {"INTRA_OP_THREAD_COUNT": str(threads)}
+    params = {"intra_op_thread_count": str(threads)}
+    if options.profile == "low-memory":
+        params.update({"enable_mem_arena": "0", "enable_mem_pattern": "0",
+                       "tritonlens.disable_prepacking": "1"})
+    return instances, threads, params
+
+
+def export_clip(options: ClipExportOptions, repo: Path,
+                report: Callable[[str], None] = lambda step: None,
+                show_progress: bool = False) -> dict[str, str]:
+    """Export CLIP per ``options`` into ``repo``; returns a summary (name -> value).
+
+    ``report`` is called with a short description at the start of each step (the CLI shows
+    it as a progress display). Model names are ``<prefix>_image_encoder`` etc.
+    (``clip_...`` by default), so variants can share one repository.
+
+    Raises:
+        ExportError: bad options, labels, templates or weights (nothing is half-written for
+            such errors: they are all checked before the first file is written).
+    """
+    check_options(options)
     report(f"loading {options.model} ({options.pretrained or 'random weights'})")
     clip, cfg, weights = load_open_clip(options.model, options.pretrained, options.seed)
     size = cfg["size"][0] if isinstance(cfg["size"], (tuple, list)) else cfg["size"]
@@ -201,87 +262,106 @@ def export_clip(options: ClipExportOptions, repo: Path,
     report(f"encoding {len(options.labels)} labels x "
            f"{len(options.templates) if options.templates else 80} prompt templates")
     classifier = label_embeddings(clip, options.model, options.labels, options.templates,
-                                  show_progress)
+                                  show_progress)  # always in fp32, before any precision change
+    logit_scale = clip.logit_scale.exp().item()
     embed_dim = int(classifier.shape[0])
+    text = options.text if options.text is not None else options.profile != "low-memory"
 
-    threads = options.threads or os.cpu_count() or 1
+    instances, threads, engine_params = engine_settings(options)
     backend = "onnxruntime" if options.fmt == "onnx" else "pytorch"
     suffix = "" if options.fmt == "onnx" else "__0"  # native pytorch backend output naming
-    thread_param = ({"intra_op_thread_count": str(threads)} if backend == "onnxruntime"
-                    else {"INTRA_OP_THREAD_COUNT": str(threads)})
+    name = lambda part: f"{options.prefix}_{part}"  # noqa: E731
     common = {
         "tritonlens.family": "clip",
         "tritonlens.model_name": options.model,
         "tritonlens.weights": weights,
         "tritonlens.format": options.fmt,
-        **thread_param,
+        "tritonlens.precision": options.precision,
+        "tritonlens.profile": options.profile,
+        **engine_params,
     }
+    kind = "KIND_GPU" if options.precision == "fp16" else "KIND_CPU"
     mbs, text_mbs = options.max_batch_size, 2 * options.max_batch_size
-    batching = dict(max_queue_delay_us=options.max_queue_delay_us,
-                    instance_count=options.instance_count)
+    batching = dict(max_queue_delay_us=options.max_queue_delay_us, instance_count=instances,
+                    instance_kind=kind)
+    tower_dtype = torch.float16 if options.precision == "fp16" else torch.float32
     repo.mkdir(parents=True, exist_ok=True)
     pixels = Tensor("pixels", "uint8", (size, size, 3))
-    image_embedding = Tensor("embedding" + suffix, "fp32", (embed_dim,))
     token_ids = Tensor("token_ids", "int64", (context_length,))
     n_labels = len(options.labels)
     labels_txt = "\n".join(options.labels) + "\n"
 
+    graphs = [(name("image_encoder"), ImageEncoder(clip, cfg["mean"], cfg["std"], tower_dtype),
+               torch.zeros(2, size, size, 3, dtype=torch.uint8), pixels,
+               Tensor("embedding" + suffix, "fp32", (embed_dim,)), mbs, options.precision)]
+    if text:
+        graphs.append((name("text_encoder"), TextEncoder(clip, tower_dtype),
+                       torch.zeros(2, context_length, dtype=torch.int64), token_ids,
+                       Tensor("embedding" + suffix, "fp32", (embed_dim,)), text_mbs, options.precision))
+    # The zero-shot head is one small matmul: it stays fp32 in every precision.
+    graphs.append((name("zero_shot"), ZeroShotHead(classifier, logit_scale,
+                                                   None if logit_bias is None else logit_bias.item()),
+                   torch.zeros(2, embed_dim), Tensor("embedding", "fp32", (embed_dim,)),
+                   Tensor("probabilities" + suffix, "fp32", (n_labels,), label_filename="labels.txt"),
+                   text_mbs, "fp32"))
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for name, module, example, inp, out in (
-            ("clip_image_encoder", ImageEncoder(clip, cfg["mean"], cfg["std"]),
-             torch.zeros(2, size, size, 3, dtype=torch.uint8), pixels, image_embedding),
-            ("clip_text_encoder", TextEncoder(clip),
-             torch.zeros(2, context_length, dtype=torch.int64), token_ids,
-             Tensor("embedding" + suffix, "fp32", (embed_dim,))),
-            ("clip_zero_shot", ZeroShotHead(classifier, clip.logit_scale.exp().item(),
-                                            None if logit_bias is None else logit_bias.item()),
-             torch.zeros(2, embed_dim), Tensor("embedding", "fp32", (embed_dim,)),
-             Tensor("probabilities" + suffix, "fp32", (n_labels,), label_filename="labels.txt")),
-        ):
-            report(f"exporting {name} ({options.fmt})")
-            work = tmp / name
+        for model_name, module, example, inp, out, model_mbs, precision in graphs:
+            report(f"exporting {model_name} ({options.fmt}, {precision}, {options.profile})")
+            work = Path(tmp) / model_name
             work.mkdir()
             graph = save_graph(module, example, inp.name, out.name, options.fmt, options.opset, work)
-            model_mbs = text_mbs if name != "clip_image_encoder" else mbs
-            config = model_config(name, backend, [inp], [out], max_batch_size=model_mbs,
-                                  parameters=common, **batching)
-            extra = {"labels.txt": labels_txt} if name == "clip_zero_shot" else {}
-            write_model(repo, config, {graph.name: graph}, extra=extra)
+            files = {graph.name: graph}
+            if precision == "int8":
+                quantize_int8(graph)
+            if options.profile == "low-memory":
+                data = save_with_aligned_external_data(graph)
+                files[data.name] = data
+            params = dict(common, **{"tritonlens.precision": precision})
+            config = model_config(model_name, backend, [inp], [out], max_batch_size=model_mbs,
+                                  parameters=params, **dict(batching, instance_kind=(
+                                      kind if precision == "fp16" else "KIND_CPU")))
+            extra = {"labels.txt": labels_txt} if out.label_filename else {}
+            write_model(repo, config, files, extra=extra)
 
-    report("writing clip_preprocess, clip_tokenize and the ensembles")
+    report(f"writing {name('preprocess')}, the ensembles" + (f" and {name('tokenize')}" if text else ""))
+    preprocess_instances = 1 if options.profile == "low-memory" else max(1, min(2, os.cpu_count() or 1))
     write_model(repo, model_config(
-        "clip_preprocess", "python", [Tensor("image", "bytes", (1,))], [pixels],
-        max_batch_size=mbs, max_queue_delay_us=0, instance_count=max(1, min(2, threads)),
+        name("preprocess"), "python", [Tensor("image", "bytes", (1,))], [pixels],
+        max_batch_size=mbs, max_queue_delay_us=0, instance_count=preprocess_instances,
         parameters={"image_size": str(size), "resize_mode": cfg.get("resize_mode", "shortest"),
                     "interpolation": cfg.get("interpolation", "bicubic"),
                     "max_image_pixels": str(50_000_000), "max_image_bytes": str(64 << 20),
-                    "apply_exif_orientation": "false", "tritonlens.family": "clip"}),
+                    "apply_exif_orientation": "false", "tritonlens.family": "clip",
+                    "tritonlens.profile": options.profile}),
         {"model.py": python_model_source("clip_preprocess")})
-    write_model(repo, model_config(
-        "clip_tokenize", "python", [Tensor("text", "bytes", (1,))], [token_ids],
-        max_batch_size=text_mbs, parameters={"model_name": options.model,
-                                             "context_length": str(context_length),
-                                             "tritonlens.family": "clip"}),
-        {"model.py": python_model_source("clip_tokenize")})
 
-    image, text = Tensor("image", "bytes", (1,)), Tensor("text", "bytes", (1,))
+    image = Tensor("image", "bytes", (1,))
     embedding = Tensor("embedding", "fp32", (embed_dim,))
-    preprocess = Step("clip_preprocess", {"image": "image"}, {"pixels": "pixels"})
-    encode = Step("clip_image_encoder", {"pixels": "pixels"}, {"embedding" + suffix: "embedding"})
+    preprocess = Step(name("preprocess"), {"image": "image"}, {"pixels": "pixels"})
+    encode = Step(name("image_encoder"), {"pixels": "pixels"}, {"embedding" + suffix: "embedding"})
     write_model(repo, ensemble_config(
-        "clip_classify", [image],
+        name("classify"), [image],
         [Tensor("probabilities", "fp32", (n_labels,), label_filename="labels.txt")],
-        [preprocess, encode, Step("clip_zero_shot", {"embedding": "embedding"},
+        [preprocess, encode, Step(name("zero_shot"), {"embedding": "embedding"},
                                   {"probabilities" + suffix: "probabilities"})],
         max_batch_size=mbs), extra={"labels.txt": labels_txt})
-    write_model(repo, ensemble_config("clip_embed_image", [image], [embedding],
+    write_model(repo, ensemble_config(name("embed_image"), [image], [embedding],
                                       [preprocess, encode], max_batch_size=mbs))
-    write_model(repo, ensemble_config(
-        "clip_embed_text", [text], [embedding],
-        [Step("clip_tokenize", {"text": "text"}, {"token_ids": "token_ids"}),
-         Step("clip_text_encoder", {"token_ids": "token_ids"}, {"embedding" + suffix: "embedding"})],
-        max_batch_size=text_mbs))
+    if text:
+        write_model(repo, model_config(
+            name("tokenize"), "python", [Tensor("text", "bytes", (1,))], [token_ids],
+            max_batch_size=text_mbs, parameters={"model_name": options.model,
+                                                 "context_length": str(context_length),
+                                                 "tritonlens.family": "clip"}),
+            {"model.py": python_model_source("clip_tokenize")})
+        write_model(repo, ensemble_config(
+            name("embed_text"), [Tensor("text", "bytes", (1,))], [embedding],
+            [Step(name("tokenize"), {"text": "text"}, {"token_ids": "token_ids"}),
+             Step(name("text_encoder"), {"token_ids": "token_ids"}, {"embedding" + suffix: "embedding"})],
+            max_batch_size=text_mbs))
     return {"model": options.model, "weights": weights, "format": options.fmt,
+            "precision": options.precision, "profile": options.profile,
+            "models": ", ".join(sorted(p.name for p in repo.iterdir()
+                                       if p.name.startswith(options.prefix + "_"))),
             "image_size": str(size), "embedding_dim": str(embed_dim), "labels": str(n_labels),
-            "repository": str(repo)}
+            "threads x instances": f"{threads} x {instances}", "repository": str(repo)}

@@ -23,29 +23,38 @@ class ImageEncoder(nn.Module):
     Normalisation is open_clip's: ``x / 255`` (torchvision ``ToTensor``), then
     ``(x - mean) / std`` per channel with the model's ``preprocess_cfg`` mean and std
     (OpenAI's CLIP constants for ViT-B-32).
+
+    With ``dtype=torch.float16`` (GPU hosts) the tower computes in fp16 from the
+    normalised pixels on, and the embedding is normalised in fp32: the contract's dtypes
+    do not change.
     """
 
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
+                 dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.model = model
+        self.model = model.to(dtype)
+        self.dtype = dtype
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.permute(0, 3, 1, 2).to(torch.float32).div(255)
-        x = (x - self.mean) / self.std
-        return F.normalize(self.model.encode_image(x), dim=-1)
+        x = ((x - self.mean) / self.std).to(self.dtype)
+        return F.normalize(self.model.encode_image(x).to(torch.float32), dim=-1)
 
 
 class TextEncoder(nn.Module):
-    """``token_ids`` int64 [B, L] -> ``embedding`` fp32 [B, D], unit L2 norm."""
+    """``token_ids`` int64 [B, L] -> ``embedding`` fp32 [B, D], unit L2 norm.
 
-    def __init__(self, model: nn.Module):
+    ``dtype=torch.float16`` computes the tower in fp16 (GPU hosts); the output stays fp32.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.model = model
+        self.model = model.to(dtype)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model.encode_text(token_ids), dim=-1)
+        return F.normalize(self.model.encode_text(token_ids).to(torch.float32), dim=-1)
 
 
 class ZeroShotHead(nn.Module):

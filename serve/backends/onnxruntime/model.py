@@ -8,8 +8,12 @@ directory is the one the NGC container serves natively: ``config.pbtxt`` plus
 
 Config parameters honoured, named as the native onnxruntime backend names them:
 ``intra_op_thread_count``, ``inter_op_thread_count`` (0 = onnxruntime's default),
-``enable_mem_arena`` and ``enable_mem_pattern`` ("0"/"1"). Instances of kind GPU use the
-CUDA execution provider on their device when onnxruntime-gpu is installed.
+``enable_mem_arena`` and ``enable_mem_pattern`` ("0"/"1"); and
+``tritonlens.disable_prepacking`` ("1": onnxruntime's ``session.disable_prepacking``, so
+memory-mapped external weights are used in place instead of being copied into pre-packed
+private buffers). Weights stored as external data (``model.onnx.data``) are found next to
+the model. Instances of kind GPU use the CUDA execution provider on their device when
+onnxruntime-gpu is installed.
 """
 
 import os
@@ -31,6 +35,8 @@ class TritonPythonModel:
         options.inter_op_num_threads = int(params.get("inter_op_thread_count", "0") or 0)
         options.enable_cpu_mem_arena = params.get("enable_mem_arena", "1") != "0"
         options.enable_mem_pattern = params.get("enable_mem_pattern", "1") != "0"
+        if params.get("tritonlens.disable_prepacking", "0") == "1":
+            options.add_session_config_entry("session.disable_prepacking", "1")
         providers = ["CPUExecutionProvider"]
         if (args.get("model_instance_kind") == "GPU"
                 and "CUDAExecutionProvider" in ort.get_available_providers()):
@@ -41,7 +47,10 @@ class TritonPythonModel:
         logger = pb_utils.Logger
         logger.log_info(f"{self.spec.name}: onnxruntime {ort.__version__} on "
                         f"{self.session.get_providers()[0]}, {os.path.basename(path)}, "
-                        f"intra_op_threads={options.intra_op_num_threads}")
+                        f"intra_op_threads={options.intra_op_num_threads}, precision="
+                        f"{params.get('tritonlens.precision', 'fp32')}, profile="
+                        f"{params.get('tritonlens.profile', 'default')}, memory arena "
+                        f"{'on' if options.enable_cpu_mem_arena else 'off'}")
         if params.get("tritonlens.weights") == "random":
             logger.log_warn(f"{self.spec.name}: RANDOM-INITIALISED weights (exported without a "
                             "checkpoint); its outputs are not real predictions")

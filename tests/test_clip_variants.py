@@ -1,0 +1,80 @@
+"""Precision and memory variants (int8, the low-memory CPU profile) on the real server.
+
+Both variants are exported with model-name prefixes into one repository and served side by
+side, then compared with fp32 open_clip in-process on real photos. Tolerances: int8
+embedding cosine >= 0.99 and the same top-1 label as fp32 wherever fp32's top-1 leads by a
+clear margin; low-memory fp32 is the same computation as default fp32 (cosine >= 0.9999).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import psutil
+import pytest
+
+from tests.conftest import CLIP_TEST_LABELS, CLIP_TEST_MODEL, CLIP_TEST_TEMPLATES
+from tests.test_clip_parity import cosine, reference_image_embeddings, reference_probabilities
+from tritonlens.client.clip import ClipClient
+from tritonlens.export.clip import ClipExportOptions, ExportError, export_clip
+from tritonlens.export.config import parse_config
+from tritonlens.serve import TritonServer
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory, clip_checkpoint):
+    repo = tmp_path_factory.mktemp("variants_repository")
+    common = dict(model=CLIP_TEST_MODEL, pretrained=str(clip_checkpoint), labels=CLIP_TEST_LABELS,
+                  templates=CLIP_TEST_TEMPLATES, max_batch_size=8)
+    export_clip(ClipExportOptions(**common, precision="int8", prefix="clip_int8"), repo)
+    export_clip(ClipExportOptions(**common, profile="low-memory", prefix="clip_lowmem"), repo)
+    with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0,
+                      log_file=repo.parent / "server.log") as server:
+        yield repo, server
+
+
+def test_int8_agrees_with_fp32(variants, photos, clip_reference):
+    repo, server = variants
+    assert parse_config(repo / "clip_int8_image_encoder" / "config.pbtxt") \
+        .parameters["tritonlens.precision"].string_value == "int8"
+    client = ClipClient(server.grpc_url, "grpc", prefix="clip_int8")
+    served = client.embed_images(photos)
+    assert served.dtype == np.float32
+    assert cosine(served, reference_image_embeddings(clip_reference, photos)).min() >= 0.99
+    probabilities = client.probabilities(photos)
+    expected = reference_probabilities(clip_reference, photos)
+    for got, want in zip(probabilities, expected):
+        top2 = np.sort(want)[-2:]
+        if top2[1] - top2[0] > 0.01:  # a clear fp32 winner must stay the winner
+            assert np.argmax(got) == np.argmax(want)
+
+
+def test_low_memory_profile_matches_fp32_and_maps_its_weights(variants, photos, clip_reference):
+    repo, server = variants
+    config = parse_config(repo / "clip_lowmem_image_encoder" / "config.pbtxt")
+    assert config.parameters["enable_mem_arena"].string_value == "0"
+    assert (repo / "clip_lowmem_image_encoder" / "1" / "model.onnx.data").exists()
+    assert not (repo / "clip_lowmem_text_encoder").exists()  # zero-shot needs no text model
+    client = ClipClient(server.http_url, "http", prefix="clip_lowmem")
+    served = client.embed_images(photos)
+    assert cosine(served, reference_image_embeddings(clip_reference, photos)).min() >= 0.9999
+    assert np.abs(client.probabilities(photos) - reference_probabilities(clip_reference, photos)).max() <= 1e-4
+    # The weights are memory-mapped from model.onnx.data (file-backed, shareable pages),
+    # not copied into the stub's private memory.
+    data_file = str(repo / "clip_lowmem_image_encoder" / "1" / "model.onnx.data")
+    stubs = psutil.Process(server.process.pid).children(recursive=True)
+    assert any(m.path == data_file for stub in stubs for m in stub.memory_maps())
+
+
+@pytest.mark.parametrize("changes, phrase", [
+    (dict(precision="int8", fmt="torchscript"), "use --format onnx"),
+    (dict(profile="low-memory", fmt="torchscript"), "use --format onnx"),
+    (dict(profile="low-memory", precision="fp16"), "GPU hosts"),
+    (dict(precision="int4"), "--precision must be"),
+    (dict(profile="tiny"), "--profile must be"),
+    (dict(prefix="clip-int8"), "--prefix"),
+])
+def test_bad_option_combinations_fail_at_export(tmp_path, changes, phrase):
+    options = ClipExportOptions(model=CLIP_TEST_MODEL, labels=["a"], **changes)
+    with pytest.raises(ExportError, match=phrase):
+        export_clip(options, tmp_path)
+    assert not any(tmp_path.iterdir())
