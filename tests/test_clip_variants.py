@@ -78,3 +78,25 @@ def test_bad_option_combinations_fail_at_export(tmp_path, changes, phrase):
     with pytest.raises(ExportError, match=phrase):
         export_clip(options, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_fp16_graph_agrees_with_fp32(tmp_path, photos, clip_checkpoint, clip_reference):
+    """fp16 is for GPU hosts: its numbers are checked here with onnx's reference evaluator
+    (onnxruntime's CPU provider has no fp16 kernels for this graph). ~30 s per image."""
+    from PIL import Image
+    from torchvision.transforms import Compose
+
+    from tritonlens.export.onnx_variants import reference_run
+
+    export_clip(ClipExportOptions(model=CLIP_TEST_MODEL, pretrained=str(clip_checkpoint),
+                                  labels=CLIP_TEST_LABELS, templates=CLIP_TEST_TEMPLATES,
+                                  precision="fp16", prefix="clip_fp16", text=False), tmp_path)
+    config = parse_config(tmp_path / "clip_fp16_image_encoder" / "config.pbtxt")
+    assert config.instance_group[0].kind == config.instance_group[0].KIND_GPU
+    _, preprocess, _ = clip_reference
+    pixels = np.asarray(Compose(preprocess.transforms[:-2])(Image.open(photos[0])))[None]
+    (embedding,) = reference_run(tmp_path / "clip_fp16_image_encoder" / "1" / "model.onnx",
+                                 {"pixels": pixels})
+    assert embedding.dtype == np.float32
+    assert cosine(embedding, reference_image_embeddings(clip_reference, photos[:1])).min() >= 0.999
