@@ -19,6 +19,9 @@ CLIP_TEST_MODEL = "ViT-S-32"
 CLIP_TEST_LABELS = ["cat", "dog", "cup of coffee", "astronaut", "rocket", "galaxy",
                     "man with a camera", "horse", "car", "pizza"]
 CLIP_TEST_TEMPLATES = ["a photo of a {}.", "a blurry photo of a {}.", "a close-up photo of a {}."]
+# SAM 2: hiera-tiny at a small input size (the released checkpoints use 1024 px).
+SAM2_TEST_CONFIG = "sam2.1_hiera_t"
+SAM2_TEST_IMAGE_SIZE = 256
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +56,32 @@ def clip_reference(clip_checkpoint):
 
 
 @pytest.fixture(scope="session")
-def repo(tmp_path_factory, clip_checkpoint) -> Path:
+def sam2_checkpoint(tmp_path_factory) -> Path:
+    """A SAM 2 checkpoint (``{"model": state_dict}``, Meta's layout) with seeded random
+    weights, so export and the in-process reference both load it through ``build_sam2``."""
+    from tritonlens.export.sam2.export import load_sam2
+
+    model, _ = load_sam2(SAM2_TEST_CONFIG, None, SAM2_TEST_IMAGE_SIZE, seed=1234)
+    path = tmp_path_factory.mktemp("weights") / "sam2_test.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sam2_reference(sam2_checkpoint):
+    """The in-process reference: sam2's ``SAM2ImagePredictor`` on the same weights."""
+    from tritonlens.export.sam2.export import load_sam2
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    model, _ = load_sam2(SAM2_TEST_CONFIG, str(sam2_checkpoint), SAM2_TEST_IMAGE_SIZE)
+    predictor = SAM2ImagePredictor(model)
+    s = SAM2_TEST_IMAGE_SIZE  # the predictor hard-codes the 1024-px feature sizes
+    predictor._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
+    return predictor
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory, clip_checkpoint, sam2_checkpoint) -> Path:
     """One model repository holding every family's test export."""
     from tritonlens.export.clip import ClipExportOptions, export_clip
 
@@ -61,6 +89,10 @@ def repo(tmp_path_factory, clip_checkpoint) -> Path:
     export_clip(ClipExportOptions(model=CLIP_TEST_MODEL, pretrained=str(clip_checkpoint),
                                   labels=CLIP_TEST_LABELS, templates=CLIP_TEST_TEMPLATES,
                                   max_batch_size=8), path)
+    from tritonlens.export.sam2 import Sam2ExportOptions, export_sam2
+
+    export_sam2(Sam2ExportOptions(config=SAM2_TEST_CONFIG, checkpoint=str(sam2_checkpoint),
+                                  image_size=SAM2_TEST_IMAGE_SIZE), path)
     return path
 
 

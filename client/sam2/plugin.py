@@ -16,6 +16,7 @@ from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_
                                        err_console, fail, warn_random_weights)
 from tritonlens.client.plugins import Plugin
 from tritonlens.client.sam2 import Sam2Client, prompt_arrays
+from tritonlens.client.sam2.track_cli import track  # tritonlens track (issue 5)
 
 SAM2_MODELS = ("sam2_preprocess", "sam2_image_encoder", "sam2_prompts", "sam2_prompt_decoder",
                "sam2_segment", "sam2_embed_image", "sam2_decode")
@@ -54,8 +55,13 @@ def export(
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=err_console, transient=False) as progress:
             task = progress.add_task("starting", total=None)
-            summary = export_sam2(options, repo,
-                                  report=lambda step: progress.update(task, description=step))
+
+            def report(step: str) -> None:
+                progress.update(task, description=step)
+                if not err_console.is_terminal:  # logs and CI: one line per step
+                    err_console.print(step, highlight=False)
+
+            summary = export_sam2(options, repo, report=report)
             progress.update(task, description="done")
     except ExportError as err:
         fail(str(err))
@@ -152,10 +158,11 @@ def segment(
             console.print(f"wrote {what} to {path}", highlight=False)
 
 
+
 plugin = Plugin(
     name="sam2",
     summary="SAM 2 image segmentation from points and boxes",
     export=export,
-    commands={"segment": segment},
+    commands={"segment": segment, "track": track},
     models=SAM2_MODELS,
 )

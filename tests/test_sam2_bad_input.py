@@ -1,0 +1,115 @@
+"""Bad SAM 2 prompts and images fail that one request with a clear message; the server
+keeps serving (the next good request, and a good request running at the same time, work)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from tritonlens.client.base import InferenceError
+from tritonlens.client.clip import bytes_tensor
+from tritonlens.client.sam2 import Sam2Client
+
+GOOD = dict(points=[(200.0, 150.0)])  # inside every sample photo
+
+
+def raw_request(photo: bytes, coords, labels) -> dict[str, np.ndarray]:
+    """A sam2_segment request as a stock Triton client builds it."""
+    return {"image": bytes_tensor([photo]).reshape(1), "point_coords": coords,
+            "point_labels": labels}
+
+
+def bad_prompts(width: int, height: int) -> dict[str, tuple[dict, str]]:
+    """name -> (Sam2Client.segment keyword arguments, phrase the error must contain)."""
+    return {
+        "point right of the image": (dict(points=[(width + 5, 10)]), "outside the"),
+        "negative coordinate": (dict(points=[(10, -1)]), "outside the"),
+        "box past the bottom": (dict(box=(10, 10, 50, height + 40)), "outside the"),
+        "no points": (dict(points=[]), "no prompt"),
+        "a lone box corner": (dict(points=[(10, 10)], labels=[2]), "lone box corner"),
+        "box corners not first": (dict(points=[(5, 5), (10, 10), (40, 40)], labels=[1, 2, 3]),
+                                  "first two points"),
+        "unknown label": (dict(points=[(10, 10)], labels=[7]), "point label 7"),
+        "not a number": (dict(points=[(float("nan"), 10)]), "non-finite"),
+    }
+
+
+@pytest.fixture(scope="module")
+def cat(photos):
+    return next(p for p in photos if p.name == "chelsea_cat.jpg")
+
+
+def test_bad_prompts_fail_alone(server, cat, protocol):
+    client = Sam2Client(server.url(protocol), protocol)
+    for name, (prompt, phrase) in bad_prompts(451, 300).items():
+        with pytest.raises(InferenceError) as err:
+            client.segment(cat, **prompt)
+        message = str(err.value)
+        assert phrase in message, f"{name}: {message}"
+        assert "sam2_prompts" in message and "\n" not in message, name
+    assert client.segment(cat, **GOOD).masks.shape == (3, 300, 451)
+    assert server.is_ready()
+
+
+def test_wrong_dtype_and_shape(server, cat, protocol):
+    """What a stock client can get wrong in the tensors themselves; Triton refuses it
+    against the ensemble's config and names the input."""
+    client = Sam2Client(server.url(protocol), protocol)
+    photo = cat.read_bytes()
+    cases = {
+        "float64 coordinates": (np.array([[10.0, 10.0]]), np.array([1], np.int32)),
+        "int64 labels": (np.array([[10, 10]], np.float32), np.array([1], np.int64)),
+        "three numbers per point": (np.array([[10, 10, 1]], np.float32), np.array([1], np.int32)),
+        "labels of another count": (np.array([[10, 10], [20, 20]], np.float32),
+                                    np.array([1], np.int32)),
+    }
+    for name, (coords, labels) in cases.items():
+        with pytest.raises(InferenceError) as err:
+            client.infer("sam2_segment", raw_request(photo, coords, labels))
+        message = str(err.value)
+        assert "point_coords" in message or "point_labels" in message or "label(s)" in message, \
+            f"{name}: {message}"
+    assert client.segment(cat, **GOOD).iou_scores.shape == (3,)
+
+
+def test_bad_images(server, cat, protocol):
+    client = Sam2Client(server.url(protocol), protocol)
+    jpeg = cat.read_bytes()
+    for data, phrase in ((jpeg[: len(jpeg) // 3], "corrupt or truncated"),
+                         (b"\x89PNG\r\n\x1a\n" + bytes(200), "not a JPEG, PNG or WebP"),
+                         (b"", "empty image bytes")):
+        with pytest.raises(InferenceError, match=phrase):
+            client.segment(data, **GOOD)
+    assert client.segment(jpeg, **GOOD).masks.shape == (3, 300, 451)
+
+
+def test_bad_decode_inputs(server, cat):
+    """The encode-once path checks prompts and the mask prompt too."""
+    client = Sam2Client(server.grpc_url, "grpc")
+    features = client.embed_image(cat)
+    with pytest.raises(InferenceError, match="outside the"):
+        client.decode(features, points=[(1000, 10)])
+    with pytest.raises(InferenceError, match="mask_input"):
+        client.decode(features, points=[(10, 10)], mask_input=np.zeros((1, 5, 5), np.float32))
+    assert client.decode(features, **GOOD).masks.shape == (3, 300, 451)
+
+
+def test_bad_request_does_not_fail_a_concurrent_good_one(server, cat):
+    client = Sam2Client(server.grpc_url, "grpc")
+
+    def good():
+        return client.segment(cat, **GOOD)
+
+    def bad():
+        try:
+            client.segment(cat, points=[(10, 10)], labels=[3])
+        except InferenceError as err:
+            return err
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(f) for f in (good, bad, good, bad)]
+        results = [f.result() for f in futures]
+    assert results[0].masks.shape == results[2].masks.shape == (3, 300, 451)
+    assert all(isinstance(r, InferenceError) and "lone box corner" in str(r) for r in results[1::2])
