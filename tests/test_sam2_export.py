@@ -65,14 +65,14 @@ def test_export_refuses_a_checkpoint_of_another_model(tmp_path):
 
 def test_cli_export_progress_and_random_weights_warning(tmp_path):
     result = run("export", "sam2", "--config", "sam2.1_hiera_t", "--checkpoint", "none",
-                 "--image-size", "128", "--format", "onnx", "--repo", str(tmp_path / "repo"))
+                 "--image-size", "128", "--format", "torchscript", "--repo", str(tmp_path / "repo"))
     assert result.returncode == 0, result.stderr
     assert "exporting sam2_image_encoder" in result.stderr  # the progress display
     assert "RANDOM-INITIALISED" in result.stderr
     encoder = parse_config(tmp_path / "repo/sam2_image_encoder/config.pbtxt")
-    assert encoder.backend == "onnxruntime"
+    assert encoder.backend == "pytorch"
     assert encoder.parameters["tritonlens.weights"].string_value == "random"
-    assert "--format onnx" in encoder.parameters["tritonlens.format_reason"].string_value
+    assert "--format torchscript" in encoder.parameters["tritonlens.format_reason"].string_value
 
 
 def test_cli_segment_writes_mask_and_overlay(server, photos, tmp_path, protocol):

@@ -19,7 +19,7 @@ def mask_image(mask: np.ndarray) -> Image.Image:
 
 def overlay(image_bytes: bytes, masks: np.ndarray, order: list[int],
             coords: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The photo with masks tinted over it, their outlines, the clicks and the box.
+    """The photo with the best mask tinted over it, every mask outlined, the clicks and box.
 
     Args:
         image_bytes: the encoded photo that was segmented (decoded as the server does it:
@@ -33,8 +33,8 @@ def overlay(image_bytes: bytes, masks: np.ndarray, order: list[int],
     for rank, index in reversed(list(enumerate(order))):
         mask = masks[index]
         colour = np.array(MASK_COLOURS[rank % len(MASK_COLOURS)], dtype=np.float32)
-        a = alpha if rank == 0 else alpha / 2
-        base[mask] = (1 - a) * base[mask] + a * colour
+        if rank == 0:  # the best mask is tinted; the other candidates are outlined only
+            base[mask] = (1 - alpha) * base[mask] + alpha * colour
         edge = mask & ~_erode(mask)
         base[edge] = colour
     picture = Image.fromarray(base.clip(0, 255).astype(np.uint8))

@@ -16,11 +16,12 @@ sam2_embed_image   ensemble    image bytes -> features + orig size ("encode once
 sam2_decode        ensemble    features + prompts -> masks ("... prompt many times")
 ================== =========== =============================================================
 
-Formats (``fmt="auto"``) were chosen by measurement on a 2-core x86 CPU host, fp32, 2
-threads (``python -m tritonlens.export.sam2.measure`` repeats it): the image encoder is
-faster as TorchScript than under onnxruntime (hiera-tiny, 512 px: 0.68 vs 1.04 s; 1024 px:
-3.17 vs 4.69 s), the prompt decoder is faster under onnxruntime (22 vs 36 ms at 512 px;
-96 vs 129 ms at 1024 px). Each config records its reason in ``tritonlens.format_reason``.
+Formats (``fmt="auto"``) were chosen by measurement on this project's 2-core x86 CPU host,
+fp32, 2 threads, hiera-tiny (``python -m tritonlens.export.sam2.measure`` repeats it; median
+seconds per call): the image encoder is fastest as TorchScript (1024 px: 2.46 s vs 2.49
+eager torch vs 2.88 onnxruntime; 512 px: 0.55 vs 0.56 vs 0.56), the prompt decoder under
+onnxruntime (1024 px: 92 ms vs 105 TorchScript vs 149 eager; 512 px: 17 vs 18 vs 26 ms).
+Each config records its reason in ``tritonlens.format_reason``.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ CONFIG_NAMES = {
 FORMATS = ("auto", "onnx", "torchscript")
 # What "auto" picks, and why (figures measured on this project's 2-core CPU host, fp32).
 AUTO_FORMAT = {
-    "sam2_image_encoder": ("torchscript", "measured on a 2-core CPU, fp32, hiera-tiny: "
-                           "TorchScript 0.68 s vs onnxruntime 1.04 s per 512-px image "
-                           "(3.17 vs 4.69 s at 1024 px)"),
-    "sam2_prompt_decoder": ("onnx", "measured on a 2-core CPU, fp32, hiera-tiny: onnxruntime "
-                            "22 ms vs torch 36 ms per prompt at 512 px (96 vs 129 ms at 1024 px)"),
+    "sam2_image_encoder": ("torchscript", "fastest measured on a 2-core x86 CPU, fp32, 2 threads, "
+                           "hiera-tiny: TorchScript 2.46 s vs onnxruntime 2.88 s per 1024-px "
+                           "image (0.55 vs 0.56 s at 512 px)"),
+    "sam2_prompt_decoder": ("onnx", "fastest measured on a 2-core x86 CPU, fp32, 2 threads, "
+                            "hiera-tiny: onnxruntime 92 ms vs TorchScript 105 ms per prompt at "
+                            "1024 px (17 vs 18 ms at 512 px)"),
 }
 # SAM2Transforms' normalisation (ImageNet mean/std, sam2/utils/transforms.py).
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -203,7 +205,7 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     if options.max_batch_size < 1:
         raise ExportError("max batch size must be at least 1")
     report(f"building {options.config} at {options.image_size} px "
-           f"({options.checkpoint or 'random weights'})")
+           f"({'random weights' if options.checkpoint in (None, '', 'none') else options.checkpoint})")
     sam, weights = load_sam2(options.config, options.checkpoint, options.image_size, options.seed)
     size, embed = options.image_size, options.image_size // 16
     low_res = 4 * embed
