@@ -15,6 +15,7 @@ from rich.table import Table
 
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.clip import ClipClient, map_concurrent
+from tritonlens.client.clip.plugin import classification_table
 from tritonlens.client.options import console, warn_random_weights
 
 DEMO_LABELS = Path(__file__).parent / "data" / "demo_labels.txt"
@@ -105,13 +106,7 @@ def run_demo(repo: Path, model: str, pretrained: str, out: Path) -> None:
             if isinstance(result, TritonLensError):
                 console.print(f"[red]{photo.name}: {result}[/]")
                 continue
-            table = Table(title=f"{photo.name} (top-5, weights: {weights})", title_justify="left")
-            table.add_column("#", justify="right")
-            table.add_column("label")
-            table.add_column("probability", justify="right")
-            for rank, label in enumerate(result.labels, 1):
-                table.add_row(str(rank), label.label, f"{label.score:.4f}")
-            console.print(table)
+            console.print(classification_table(result, f"{photo.name} (top-5, weights: {weights})"))
         console.print(f"{len(photos)} photos classified in {elapsed:.2f} s")
 
         console.rule("5. embed (HTTP)")

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from tritonlens.client.base import TritonLensError
-from tritonlens.client.clip import ClipClient, map_concurrent
+from tritonlens.client.clip import Classification, ClipClient, map_concurrent
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console,
                                        err_console, fail, warn_random_weights)
 from tritonlens.client.plugins import Plugin
@@ -79,6 +79,17 @@ def export(
     warn_random_weights(summary["weights"])
 
 
+def classification_table(result: Classification, title: str) -> Table:
+    """A rich table of one image's top-k labels: rank, label, probability."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    for rank, label in enumerate(result.labels, 1):
+        table.add_row(str(rank), label.label, f"{label.score:.4f}")
+    return table
+
+
 def classify(
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, WebP)")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels to show per image")] = 5,
@@ -114,13 +125,7 @@ def classify(
             print(json.dumps({"image": str(image), "weights": weights, "labels": [
                 {"label": l.label, "index": l.index, "score": l.score} for l in result.labels]}))
         else:
-            table = Table(title=str(image), title_justify="left")
-            table.add_column("#", justify="right")
-            table.add_column("label")
-            table.add_column("probability", justify="right")
-            for rank, label in enumerate(result.labels, 1):
-                table.add_row(str(rank), label.label, f"{label.score:.4f}")
-            console.print(table)
+            console.print(classification_table(result, str(image)))
     if failed:
         raise typer.Exit(1)
 
