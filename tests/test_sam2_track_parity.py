@@ -23,9 +23,11 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def setup():
+    """(video model, encoded frames [(features, size)], reference results)."""
     weights = seeded_weights(SIZE)
     jpegs = clip_jpegs()
-    return weights, jpegs, reference_track(weights, SIZE, jpegs)
+    model = build_video_model(TRACK_CONFIG, SIZE, weights)
+    return model, [encode(model, j) for j in jpegs], reference_track(weights, SIZE, jpegs)
 
 
 def encode(model, jpeg: bytes) -> tuple[FrameFeatures, tuple[int, int]]:
@@ -38,21 +40,19 @@ def encode(model, jpeg: bytes) -> tuple[FrameFeatures, tuple[int, int]]:
     return FrameFeatures(fpn[2], fpn[0], fpn[1]), (image.height, image.width)
 
 
-def run_stream(tracker, model, jpegs, stream="s", schedule=SCHEDULE):
+def run_stream(tracker, encoded, stream="s", schedule=SCHEDULE):
     tracker.start(stream)
     results = []
-    for t, jpeg in enumerate(jpegs):
-        features, size = encode(model, jpeg)
+    for t, (features, size) in enumerate(encoded):
         prompts = parse_prompts(*prompt_arrays(schedule[t])) if t in schedule else None
         results.append(tracker.step(stream, features, size, prompts, frame_index=t))
     return results
 
 
 def test_streaming_tracker_matches_video_predictor(setup):
-    weights, jpegs, reference = setup
-    model = build_video_model(TRACK_CONFIG, SIZE, weights)
+    model, encoded, reference = setup
     tracker = StreamingTracker(model)
-    results = run_stream(tracker, model, jpegs)
+    results = run_stream(tracker, encoded)
     assert len(results) == TRACK_FRAMES >= 10
     worst_diff, worst_iou = 0.0, 1.0
     for t, result in enumerate(results):
@@ -70,13 +70,11 @@ def test_streaming_tracker_matches_video_predictor(setup):
 
 def test_recovered_feature_from_image_embedding(setup):
     """The served encoder adds no_mem_embed; subtracting it back keeps parity."""
-    weights, jpegs, reference = setup
-    model = build_video_model(TRACK_CONFIG, SIZE, weights)
+    model, encoded, reference = setup
     tracker = StreamingTracker(model)
     tracker.start("s")
     worst = 0.0
-    for t, jpeg in enumerate(jpegs[:8]):
-        features, size = encode(model, jpeg)
+    for t, (features, size) in enumerate(encoded[:8]):
         embedding = features.vision_features + model.no_mem_embed.reshape(1, -1, 1, 1)
         features = tracker.features_from_image_embedding(embedding, features.high_res_0,
                                                          features.high_res_1)
@@ -88,27 +86,26 @@ def test_recovered_feature_from_image_embedding(setup):
 
 
 def test_state_is_bounded_and_errors_leave_state_alone(setup):
-    weights, jpegs, _ = setup
-    model = build_video_model(TRACK_CONFIG, SIZE, weights)
+    model, encoded, _ = setup
     tracker = StreamingTracker(model)
-    features, size = encode(model, jpegs[0])
+    features, size = encoded[0]
     with pytest.raises(UnknownStreamError, match="START"):
         tracker.step("nobody", features, size)
     tracker.start("s")
     sizes = []
-    for t in range(40):
+    for t in range(24):
         prompts = parse_prompts(*prompt_arrays(SCHEDULE[0])) if t == 0 else None
         tracker.step("s", features, size, prompts, frame_index=t)
         sizes.append(tracker.state_bytes("s"))
     # Grows while the memory bank fills (6 memories, 15 pointers), then stays constant.
-    assert sizes[-1] == sizes[20] == max(sizes)
-    with pytest.raises(FrameOrderError, match="expects frame 40, got frame 39"):
-        tracker.step("s", features, size, frame_index=39)
+    assert sizes[-1] == sizes[16] == max(sizes) > sizes[10]
+    with pytest.raises(FrameOrderError, match="expects frame 24, got frame 23"):
+        tracker.step("s", features, size, frame_index=23)
     with pytest.raises(PromptError):
         parse_prompts(np.zeros((1, 2), np.float32), np.array([5]), np.array([1]))
     with pytest.raises(PromptError, match="box"):
         parse_prompts(np.zeros((1, 2), np.float32), np.array([2]), np.array([1]))
-    assert tracker.step("s", features, size, frame_index=40).frame_index == 40
+    assert tracker.step("s", features, size, frame_index=24).frame_index == 24
     tracker.start("s")  # a repeated START resets
     assert tracker.state_bytes("s") == 0
     assert tracker.sweep(idle_seconds=-1.0) == ["s"] and "s" not in tracker

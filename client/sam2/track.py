@@ -132,10 +132,10 @@ def read_video(path: str | Path) -> Iterator[np.ndarray]:
 
 
 def new_sequence_id() -> int:
-    """A fresh random 63-bit numeric correlation ID (never 0)."""
+    """A fresh random 53-bit numeric correlation ID (never 0; exact in JSON numbers)."""
     import os
 
-    return (int.from_bytes(os.urandom(8), "big") >> 1) or 1
+    return (int.from_bytes(os.urandom(8), "big") >> 11) or 1
 
 
 class Sam2VideoClient(TritonClient):
