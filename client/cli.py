@@ -5,6 +5,7 @@
     tritonlens status              is the server up, which models are loaded, with what
     tritonlens classify / embed    the clip plugin's commands (more come from plugins)
     tritonlens demo                the whole path on real photos, start to finish
+    tritonlens bench               perf_analyzer load tests beside in-process baselines
 
 Model families are plugins (entry-point group ``tritonlens.plugins``): each adds
 ``tritonlens export <family>`` and its own commands.
@@ -23,6 +24,7 @@ import psutil
 import typer
 from rich.table import Table
 
+from tritonlens.bench.cli import bench
 from tritonlens.client.base import TritonClient, TritonLensError
 from tritonlens.client.options import DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console, fail
 from tritonlens.client.plugins import load_plugins
@@ -35,6 +37,7 @@ app = typer.Typer(
 export_app = typer.Typer(help="Export a model family into a Triton model repository.",
                          no_args_is_help=True)
 app.add_typer(export_app, name="export")
+app.command("bench")(bench)
 
 
 @app.command()

@@ -23,44 +23,15 @@ that are not a JPEG/PNG/WebP image, a truncated file, more than ``max_image_byte
 or more than ``max_image_pixels`` pixels (a decompression bomb is refused before decoding).
 """
 
-import io
 import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-FORMATS = ("JPEG", "PNG", "WEBP")
+from tritonlens.serve.images import ImageError, decode
+
 FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
-
-
-class ImageError(ValueError):
-    """An input image that cannot be used; the message is sent back to the client."""
-
-
-def decode(data: bytes, max_bytes: int, max_pixels: int, exif: bool) -> Image.Image:
-    """Decode one encoded image (see the module docstring for what is refused)."""
-    if len(data) == 0:
-        raise ImageError("empty image bytes")
-    if len(data) > max_bytes:
-        raise ImageError(f"image is {len(data)} bytes, over the limit of {max_bytes} bytes")
-    try:
-        # Image.open reads only the header: the size check below runs before any pixel is
-        # decoded, so a decompression bomb costs nothing (Pillow's own check is off, see
-        # initialize, so that this one message names the limit).
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageError(f"image is {width}x{height} pixels, over the limit of "
-                             f"{max_pixels} pixels (max_image_pixels); refused before decoding")
-        image.load()
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError("not a JPEG, PNG or WebP image (cannot identify the image format)")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(f"corrupt or truncated image: {err}")
-    return ImageOps.exif_transpose(image) if exif else image
 
 
 def clip_transform(image: Image.Image, size: int, resize_mode: str, resample: int) -> np.ndarray:
@@ -90,7 +61,6 @@ class TritonPythonModel:
         self.max_bytes = int(params.get("max_image_bytes", 64 * 1024 * 1024))
         self.max_pixels = int(params.get("max_image_pixels", 50_000_000))
         self.exif = params.get("apply_exif_orientation", "false").lower() == "true"
-        Image.MAX_IMAGE_PIXELS = None  # decode() applies max_image_pixels itself
 
     def execute(self, requests):
         responses = []

@@ -21,48 +21,14 @@ that are not a JPEG/PNG/WebP image, a truncated file, more than ``max_image_byte
 or more than ``max_image_pixels`` pixels (a decompression bomb is refused before decoding).
 """
 
-import io
 import json
-import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import triton_python_backend_utils as pb_utils
-from PIL import Image, UnidentifiedImageError
 
-FORMATS = ("JPEG", "PNG", "WEBP")
-
-
-class ImageError(ValueError):
-    """An input image that cannot be used; the message is sent back to the client."""
-
-
-def decode(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """One encoded image -> uint8 [H, W, 3] RGB (see the module docstring for refusals)."""
-    if len(data) == 0:
-        raise ImageError("empty image bytes")
-    if len(data) > max_bytes:
-        raise ImageError(f"image is {len(data)} bytes, over the limit of {max_bytes} bytes")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"image is {width}x{height} pixels, over the limit of "
-                                 f"{max_pixels} pixels (max_image_pixels)")
-            image.load()
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError("not a JPEG, PNG or WebP image (cannot identify the image format)")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"image refused as a decompression bomb: {err}")
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"corrupt or truncated image: {err}")
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
+from tritonlens.serve.images import ImageError, decode
 
 def sam2_transform(rgb: np.ndarray, size: int, mean: torch.Tensor, std: torch.Tensor) -> np.ndarray:
     """uint8 [H, W, 3] -> float32 [1, 3, size, size], as SAM2Transforms (module docstring)."""
@@ -83,7 +49,6 @@ class TritonPythonModel:
         self.std = torch.tensor([float(v) for v in params["pixel_std"].split(",")]).view(3, 1, 1)
         self.max_bytes = int(params.get("max_image_bytes", 64 * 1024 * 1024))
         self.max_pixels = int(params.get("max_image_pixels", 50_000_000))
-        Image.MAX_IMAGE_PIXELS = self.max_pixels
         torch.set_num_threads(1)
 
     def execute(self, requests):
@@ -93,7 +58,8 @@ class TritonPythonModel:
             try:
                 if images.size != 1:
                     raise ImageError(f"send one image per request, not {images.size}")
-                rgb = decode(bytes(images[0]), self.max_bytes, self.max_pixels)
+                image = decode(bytes(images[0]), self.max_bytes, self.max_pixels)
+                rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
                 pixels = sam2_transform(rgb, self.size, self.mean, self.std)
                 orig_size = np.array(rgb.shape[:2], dtype=np.int32)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[
