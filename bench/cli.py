@@ -64,7 +64,7 @@ def bench(
         raise typer.BadParameter("--concurrency values must be at least 1")
     measurement = None
     if measurement_interval:
-        measurement = Measurement(measurement_interval, 100 if quick else 30, 4 if quick else 6)
+        measurement = Measurement(measurement_interval, 200 if quick else 30, 6)
     options = BenchOptions(quick=quick, clip_model=clip_model, repo=repo, out=out, work=work,
                            protocols=protocols, shared_memory=shared_memory, concurrency=sweep,
                            models=_split(model), naive_images=naive_images,
