@@ -159,6 +159,53 @@ def token_ids(inputs: BenchInputs) -> Streams:
     return [[{"token_ids": row} for row in ids]]
 
 
+def sam2_image_and_click(inputs: BenchInputs) -> Streams:
+    """``sam2_segment``: each photo's bytes with one foreground click at its centre."""
+    from PIL import Image
+
+    steps = []
+    for photo in inputs.photos:
+        width, height = Image.open(photo).size
+        steps.append({"image": [photo.read_bytes()],
+                      "point_coords": np.array([[width / 2, height / 2]], np.float32),
+                      "point_labels": np.array([1], np.int32)})
+    return [steps]
+
+
+def sam2_pixels(inputs: BenchInputs) -> Streams:
+    """``pixels`` FP32 [3, S, S]: the photos through sam2's own ``SAM2Transforms``."""
+    if "sam2_pixels" not in inputs.cache:
+        from PIL import Image
+        from sam2.utils.transforms import SAM2Transforms
+
+        from tritonlens.export.config import parse_config
+
+        config = parse_config(inputs.repo / "sam2_preprocess" / "config.pbtxt")
+        transform = SAM2Transforms(int(config.parameters["image_size"].string_value), 0.0)
+        inputs.cache["sam2_pixels"] = [
+            transform(np.asarray(Image.open(p).convert("RGB"))).numpy() for p in inputs.photos]
+    return [[{"pixels": pixels} for pixels in inputs.cache["sam2_pixels"]]]
+
+
+def sam2_features_and_click(inputs: BenchInputs) -> Streams:
+    """``sam2_decode``: the first photo's features (computed once with the exported image
+    encoder, in-process) with a click on each of a few points: the prompt-many path."""
+    import torch
+    from PIL import Image
+
+    photo = inputs.photos[0]
+    width, height = Image.open(photo).size
+    encoder = torch.jit.load(str(inputs.repo / "sam2_image_encoder" / "1" / "model.pt"))
+    with torch.no_grad():
+        embedding, feats_0, feats_1 = (t.numpy() for t in encoder(
+            torch.from_numpy(sam2_pixels(inputs)[0][0]["pixels"])[None]))
+    features = {"image_embedding": embedding, "high_res_feats_0": feats_0,
+                "high_res_feats_1": feats_1, "orig_size": np.array([height, width], np.int32)}
+    clicks = [(0.5, 0.5), (0.3, 0.4), (0.7, 0.6), (0.5, 0.2)]
+    return [[{**features, "point_coords": np.array([[x * width, y * height]], np.float32),
+              "point_labels": np.array([1], np.int32)} for x, y in clicks]]
+
+
 # -- the scenarios: one entry per served model ----------------------------------------------
 SCENARIOS: list[Scenario] = [
     Scenario("clip_classify", "clip", image_bytes, end_to_end=True, shared_memory=True),
@@ -169,6 +216,9 @@ SCENARIOS: list[Scenario] = [
     Scenario("clip_embed_text", "clip", texts),
     Scenario("clip_tokenize", "clip", texts),
     Scenario("clip_text_encoder", "clip", token_ids),
+    Scenario("sam2_segment", "sam2", sam2_image_and_click),
+    Scenario("sam2_image_encoder", "sam2", sam2_pixels),
+    Scenario("sam2_decode", "sam2", sam2_features_and_click),
 ]
 
 

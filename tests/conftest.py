@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.sam2_track_common import export_short_idle_tracker
 from tritonlens.client.demo import write_sample_photos
 from tritonlens.serve import TritonServer
 
@@ -93,6 +94,7 @@ def repo(tmp_path_factory, clip_checkpoint, sam2_checkpoint) -> Path:
 
     export_sam2(Sam2ExportOptions(config=SAM2_TEST_CONFIG, checkpoint=str(sam2_checkpoint),
                                   image_size=SAM2_TEST_IMAGE_SIZE), path)
+    export_short_idle_tracker(path, sam2_checkpoint, SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE)
     return path
 
 
