@@ -155,18 +155,23 @@ def demo(
     repo: Repo = Path("build/demo_repository"),
     model: Annotated[str, typer.Option(help="open_clip architecture")] = "ViT-B-32",
     pretrained: Annotated[str, typer.Option(help="Tag, checkpoint path or 'none'")] = "none",
-    out: Annotated[Path, typer.Option(help="Where the sample photos are written")] = Path("build/samples"),
+    out: Annotated[Path, typer.Option(help="Where the sample photos and the clip are written")] = Path("build/samples"),
+    sam2_size: Annotated[int, typer.Option(help="SAM 2 input size in pixels (1024 is SAM 2's own)")] = 512,
+    frames: Annotated[int, typer.Option(help="Frames in the demo video clip")] = 24,
 ) -> None:
-    """The main job, start to finish on real photos: export, serve, classify, embed.
+    """The main job, start to finish on real input: export, serve, classify, embed, segment, track.
 
-    Writes scikit-image's sample photos as JPEG/PNG files, exports CLIP (unless the
-    repository already holds that export), starts a real tritonserver, classifies every
-    photo over gRPC and HTTP and embeds them, then stops the server.
+    Writes scikit-image's sample photos as JPEG/PNG/WebP files and a real H.264 clip made
+    from one of them, exports CLIP and SAM 2 (unless the repository already holds those
+    exports), starts a real tritonserver, classifies every photo over gRPC, embeds photos
+    and texts over HTTP, segments a photo from a click and tracks an object through the
+    clip frame by frame (mask PNGs, overlay picture and overlay video in build/demo_results),
+    then stops the server.
     """
     from tritonlens.client.demo import run_demo
 
     try:
-        run_demo(repo, model, pretrained, out)
+        run_demo(repo, model, pretrained, out, sam2_size, frames)
     except TritonLensError as err:
         fail(str(err))
 

@@ -1,8 +1,11 @@
 """``tritonlens demo``: the main job on real input, start to finish.
 
 Real photos (scikit-image's sample photographs, written as JPEG, PNG and WebP files), a
-real tritonserver, real requests over gRPC and HTTP. Nothing here is simulated; with
-``--pretrained none`` the weights are random, and every output says so.
+real video clip (an H.264 pan/zoom over one of those photos, encoded with PyAV), a real
+tritonserver, real requests over gRPC and HTTP: CLIP zero-shot classification and
+embeddings, SAM 2 segmentation from a click, SAM 2 video tracking streamed frame by frame.
+Nothing here is simulated; without checkpoints the weights are random, and every output
+says so.
 """
 
 from __future__ import annotations
@@ -64,15 +67,49 @@ def existing_export(repo: Path, model: str, pretrained: str) -> bool:
             and params["tritonlens.weights"].string_value == weights)
 
 
-def run_demo(repo: Path, model: str, pretrained: str, out: Path) -> None:
-    """Export (if needed), serve, classify and embed the sample photos; see the module doc."""
+def existing_sam2_export(repo: Path, image_size: int) -> bool:
+    """True if ``repo`` already holds a SAM 2 export (with the tracker) at ``image_size``."""
+    from tritonlens.export.config import parse_config
+
+    config_path = repo / "sam2_preprocess" / "config.pbtxt"
+    if not (config_path.exists() and (repo / "sam2_track" / "config.pbtxt").exists()):
+        return False
+    return parse_config(config_path).parameters["image_size"].string_value == str(image_size)
+
+
+def export_sam2_if_needed(repo: Path, image_size: int) -> None:
+    """SAM 2.1 hiera-tiny with random weights at ``image_size`` px (image models + tracker)."""
+    from tritonlens.export.sam2.export import ExportError, Sam2ExportOptions, export_sam2
+
+    if existing_sam2_export(repo, image_size):
+        console.print(f"{repo} already holds SAM 2 at {image_size} px; skipping the export")
+        return
+    try:
+        with console.status("exporting SAM 2") as status:
+            export_sam2(Sam2ExportOptions(config="sam2.1_hiera_t", image_size=image_size), repo,
+                        report=lambda step: status.update(step))
+    except ExportError as err:
+        raise TritonLensError(str(err)) from None
+    console.print(f"exported SAM 2.1 hiera-tiny (random weights) at {image_size} px to {repo}")
+
+
+def run_demo(repo: Path, model: str, pretrained: str, out: Path, sam2_size: int = 512,
+             frames: int = 24) -> None:
+    """Export (if needed), serve, classify, embed, segment and track; see the module doc."""
+    from tritonlens.client.sam2.plugin import segment
+    from tritonlens.client.sam2.track_cli import track
     from tritonlens.export.clip import ClipExportOptions, ExportError, export_clip
     from tritonlens.export.clip.export import read_lines
     from tritonlens.serve import TritonServer
+    from tritonlens.serve.sam2.frames import write_demo_clip
 
     photos = write_sample_photos(out)
-    console.rule("1. real photos")
+    clip_path = out / "chelsea_pan_zoom.mp4"
+    if not clip_path.exists():
+        write_demo_clip(str(clip_path), "chelsea", count=frames)
+    console.rule("1. real photos and a real video clip")
     console.print(f"{len(photos)} photos in {out}: " + ", ".join(p.name for p in photos))
+    console.print(f"video: {clip_path} ({frames} frames, H.264, a pan/zoom over the chelsea photo)")
 
     console.rule("2. export")
     if existing_export(repo, model, pretrained):
@@ -87,6 +124,7 @@ def run_demo(repo: Path, model: str, pretrained: str, out: Path) -> None:
             raise TritonLensError(str(err)) from None
         console.print(f"exported {summary['model']} ({summary['weights']} weights, "
                       f"{summary['labels']} labels) to {repo}")
+    export_sam2_if_needed(repo, sam2_size)
 
     console.rule("3. serve")
     log_file = repo.parent / f"{repo.name}.server.log"
@@ -121,4 +159,15 @@ def run_demo(repo: Path, model: str, pretrained: str, out: Path) -> None:
             table.add_row(photo.name, *(f"{v:.3f}" for v in row))
         console.print(table)
         warn_random_weights(weights)
-    console.print("tritonserver stopped")
+
+        console.rule("6. segment a photo from one click (SAM 2, sam2_segment)")
+        results = out.parent / "demo_results"
+        results.mkdir(parents=True, exist_ok=True)
+        segment(photos[0], point=["225,150"], box=None, out=results / "chelsea_mask.png",
+                overlay=results / "chelsea_overlay.png", multimask=True, url=server.grpc_url,
+                protocol="grpc", as_json=False)
+
+        console.rule("7. track through a video, streamed frame by frame (SAM 2, sam2_track)")
+        track(clip_path, point=["0:160,110"], box=None, out=results / "tracked", max_frames=None,
+              fps=12, url=server.grpc_url, protocol="grpc")
+    console.print(f"tritonserver stopped; pictures and the overlay video are in {results}")
