@@ -105,6 +105,14 @@ class TritonClient:
                     f"model {model!r} is not ready on {self.url}: export it with "
                     f"`tritonlens export ...` and check `tritonlens status`")
 
+    def model_parameter(self, model: str, key: str, default: str = "unknown") -> str:
+        """A string parameter of a served model's config (e.g. ``tritonlens.weights``)."""
+        config = self.connection.get_model_config(model)
+        if self.protocol == "grpc":
+            params = config.config.parameters
+            return params[key].string_value if key in params else default
+        return config.get("parameters", {}).get(key, {}).get("string_value", default)
+
     def infer(self, model: str, inputs: dict[str, np.ndarray],
               outputs: Sequence[str] = (), class_count: int = 0, **kwargs):
         """Send one request; returns tritonclient's result (``as_numpy(name)``).

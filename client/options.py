@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Callable, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 # Piped output (scripts, logs, tests) is not wrapped at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -42,3 +44,25 @@ def warn_random_weights(weights: str) -> None:
         err_console.print("[bold yellow]warning:[/] the served model has RANDOM-INITIALISED "
                           "weights (exported without a checkpoint): these results show the "
                           "pipeline works, they are not real predictions", highlight=False)
+
+
+def run_export(title: str, export: Callable[..., dict[str, str]], options, repo: Path) -> None:
+    """Run a family's ``export(options, repo, report=...)`` with a progress display (one
+    line per step when stderr is not a terminal), then print its summary table and the
+    random-weights warning if it applies. Export errors are the caller's to catch."""
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err_console, transient=False) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def report(step: str) -> None:
+            progress.update(task, description=step)
+            if not err_console.is_terminal:  # logs and CI: one line per step
+                err_console.print(step, highlight=False)
+
+        summary = export(options, repo, report=report)
+        progress.update(task, description="done")
+    table = Table(title=f"{title} exported to {repo}", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, value)
+    console.print(table)
+    warn_random_weights(summary["weights"])

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tritonlens.client.base import InferenceError, ModelNotReadyError, ServerUnreachableError, TritonLensError
-from tritonlens.client.clip import ClipClient, bytes_tensor
+from tritonlens.client.clip import ClipClient
 from tritonlens.serve.launcher import free_port
 
 

@@ -148,7 +148,8 @@ def test_string_correlation_id_and_http(server, videos, solo):
     http = Sam2VideoClient(f"127.0.0.1:{server.http_port}", protocol="http")
     got = [send(grpc, "video-astronaut-1", t, jpegs[t], start=t == 0, end=t == 2) for t in range(3)]
     assert_same(got, solo["astronaut"][:3])
-    got = [send(http, new_sequence_id(), t, jpegs[t], start=t == 0, end=t == 2) for t in range(3)]
+    sid = new_sequence_id()  # one ID for the whole stream
+    got = [send(http, sid, t, jpegs[t], start=t == 0, end=t == 2) for t in range(3)]
     assert_same(got, solo["astronaut"][:3])
 
 

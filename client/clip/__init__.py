@@ -152,9 +152,4 @@ class ClipClient(TritonClient):
 
     def weights(self) -> str:
         """Where the served image encoder's weights came from: "random", a tag or a path."""
-        config = self.connection.get_model_config(f"{self.prefix}_image_encoder")
-        if self.protocol == "grpc":
-            params = config.config.parameters
-            return params["tritonlens.weights"].string_value if "tritonlens.weights" in params else "unknown"
-        params = config.get("parameters", {})
-        return params.get("tritonlens.weights", {}).get("string_value", "unknown")
+        return self.model_parameter(f"{self.prefix}_image_encoder", "tritonlens.weights")

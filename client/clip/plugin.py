@@ -8,13 +8,13 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.clip import Classification, ClipClient, map_concurrent
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console,
-                                       err_console, fail, warn_random_weights)
+                                       err_console, fail, run_export, warn_random_weights)
 from tritonlens.client.plugins import Plugin
 
 CLIP_MODELS = ("clip_preprocess", "clip_image_encoder", "clip_tokenize", "clip_text_encoder",
@@ -64,19 +64,9 @@ def export(
             templates=read_lines(templates, "templates") if templates else None, fmt=format,
             max_batch_size=max_batch_size, threads=threads, instance_count=instances, seed=seed,
             precision=precision, profile=profile, prefix=prefix, text=text)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=err_console, transient=False) as progress:
-            task = progress.add_task("starting", total=None)
-            summary = export_clip(options, repo,
-                                  report=lambda step: progress.update(task, description=step))
-            progress.update(task, description="done")
+        run_export("CLIP", export_clip, options, repo)
     except ExportError as err:
         fail(str(err))
-    table = Table(title=f"CLIP exported to {repo}", show_header=False)
-    for key, value in summary.items():
-        table.add_row(key, value)
-    console.print(table)
-    warn_random_weights(summary["weights"])
 
 
 def classification_table(result: Classification, title: str) -> Table:

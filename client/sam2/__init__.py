@@ -167,11 +167,7 @@ class Sam2Client(TritonClient):
 
     def weights(self) -> str:
         """Where the served image encoder's weights came from: "random" or a checkpoint."""
-        config = self.connection.get_model_config("sam2_image_encoder")
-        if self.protocol == "grpc":
-            params = config.config.parameters
-            return params["tritonlens.weights"].string_value if "tritonlens.weights" in params else "unknown"
-        return config.get("parameters", {}).get("tritonlens.weights", {}).get("string_value", "unknown")
+        return self.model_parameter("sam2_image_encoder", "tritonlens.weights")
 
 
 def _segmentation(result) -> Segmentation:

@@ -7,19 +7,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.clip import read_image
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console,
-                                       err_console, fail, warn_random_weights)
+                                       fail, run_export, warn_random_weights)
 from tritonlens.client.plugins import Plugin
 from tritonlens.client.sam2 import Sam2Client, prompt_arrays
 from tritonlens.client.sam2.track_cli import track  # tritonlens track (issue 5)
 
 SAM2_MODELS = ("sam2_preprocess", "sam2_image_encoder", "sam2_prompts", "sam2_prompt_decoder",
-               "sam2_segment", "sam2_embed_image", "sam2_decode")
+               "sam2_segment", "sam2_embed_image", "sam2_decode",
+               "sam2_frame_preprocess", "sam2_tracker", "sam2_track")
 
 
 def export(
@@ -52,24 +52,9 @@ def export(
         options = Sam2ExportOptions(config=config, checkpoint=checkpoint, image_size=image_size,
                                     fmt=format.lower(), max_batch_size=max_batch_size,
                                     threads=threads, seed=seed)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=err_console, transient=False) as progress:
-            task = progress.add_task("starting", total=None)
-
-            def report(step: str) -> None:
-                progress.update(task, description=step)
-                if not err_console.is_terminal:  # logs and CI: one line per step
-                    err_console.print(step, highlight=False)
-
-            summary = export_sam2(options, repo, report=report)
-            progress.update(task, description="done")
+        run_export("SAM 2", export_sam2, options, repo)
     except ExportError as err:
         fail(str(err))
-    table = Table(title=f"SAM 2 exported to {repo}", show_header=False)
-    for key, value in summary.items():
-        table.add_row(key, value)
-    console.print(table)
-    warn_random_weights(summary["weights"])
 
 
 def parse_point(text: str) -> tuple[float, float, int]:

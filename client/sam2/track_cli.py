@@ -10,7 +10,8 @@ import numpy as np
 import typer
 
 from tritonlens.client.base import TritonLensError
-from tritonlens.client.options import Protocol, Url, check_protocol, console, err_console, fail
+from tritonlens.client.options import (Protocol, Url, check_protocol, console, err_console, fail,
+                                       warn_random_weights)
 from tritonlens.client.sam2.track import Box, Point, Sam2VideoClient, TrackedFrame, read_video
 
 # One colour per object (RGB), cycled.
@@ -127,6 +128,7 @@ def track(
     frames_done, areas = 0, {}
     try:
         client.check_ready("sam2_track")
+        warn_random_weights(client.model_parameter("sam2_image_encoder", "tritonlens.weights"))
         total = None
         if video.is_file():
             try:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonlens.export.config import (DTYPES, Step, Tensor, ensemble_config, model_config,
+from tritonlens.export.config import (Step, Tensor, ensemble_config, model_config,
                                       parse_config, write_model)
 from tritonlens.export.repository import python_model_source
 

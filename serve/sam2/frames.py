@@ -13,50 +13,33 @@ equal what ``SAM2VideoPredictor.init_state`` loads from the same JPEG bytes.
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from tritonlens.serve.images import ImageError, decode
 
 # load_video_frames' defaults (sam2/utils/misc.py): ImageNet mean and std.
 IMG_MEAN = (0.485, 0.456, 0.406)
 IMG_STD = (0.229, 0.224, 0.225)
-FORMATS = ("JPEG", "PNG", "WEBP")
 
 
-class FrameError(ValueError):
+class FrameError(ImageError):
     """An encoded frame that cannot be decoded; the message is meant for the client."""
 
 
 def decode_frame(data: bytes, max_bytes: int = 64 << 20, max_pixels: int = 50_000_000) -> Image.Image:
-    """Encoded JPEG/PNG/WebP bytes -> an RGB PIL image.
+    """Encoded JPEG/PNG/WebP bytes -> an RGB PIL image (``tritonlens.serve.images.decode``).
 
     Raises:
         FrameError: empty, too many bytes, too many pixels (checked before decoding), not an
             image, truncated or corrupt.
     """
-    if len(data) == 0:
-        raise FrameError("empty frame bytes")
-    if len(data) > max_bytes:
-        raise FrameError(f"frame is {len(data)} bytes, over the limit of {max_bytes}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
-            if image.size[0] * image.size[1] > max_pixels:
-                raise FrameError(f"frame is {image.size[0]}x{image.size[1]} pixels, over the "
-                                 f"limit of {max_pixels}")
-            image.load()
-    except FrameError:
-        raise
-    except UnidentifiedImageError:
-        raise FrameError("not a JPEG, PNG or WebP image (cannot identify the image format)")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise FrameError(f"frame refused as a decompression bomb: {err}")
-    except (OSError, SyntaxError, ValueError) as err:
-        raise FrameError(f"corrupt or truncated frame: {err}")
-    return image.convert("RGB")
+        return decode(data, max_bytes, max_pixels).convert("RGB")
+    except ImageError as err:
+        raise FrameError(str(err)) from None
 
 
 def frame_pixels(image: Image.Image, size: int) -> torch.Tensor:

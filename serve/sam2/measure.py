@@ -23,7 +23,6 @@ import argparse
 import gc
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 

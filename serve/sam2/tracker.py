@@ -46,11 +46,10 @@ later run overwrites (CUDA-graph outputs of a compiled module, sam2 issue #460).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
+from typing import Hashable
 
 import numpy as np
 import torch

@@ -23,7 +23,6 @@ from a timer thread, and logged.
 
 import json
 import threading
-import time
 
 import numpy as np
 import torch
