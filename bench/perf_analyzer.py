@@ -227,7 +227,12 @@ def command(tool: PerfAnalyzer, model: str, url: str, protocol: str, concurrency
         # outputs of these models are small; 1 MiB per output region is plenty
         cmd += ["--shared-memory", shared_memory, "--output-shared-memory-size", str(1 << 20)]
     if sequence_length:
-        cmd += ["--sequence-length", str(sequence_length),
+        # --serial-sequences: at most one request in flight per sequence, as a video client
+        # sends frames (a stateful tracker needs them in order). Variation 0: every sequence
+        # is exactly the data stream's frames (the default varies lengths by 20%, which
+        # skips or repeats frames of the real clip).
+        cmd += ["--serial-sequences", "--sequence-length-variation", "0",
+                "--sequence-length", str(sequence_length),
                 "--sequence-id-range", f"1:{max(sequence_ids, concurrency) + 1}"]
     return cmd
 

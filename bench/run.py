@@ -188,9 +188,15 @@ def plan_points(scenario: scenarios.Scenario, options: BenchOptions) -> list[Per
 
 def measure(tool, server, point: PerfPoint, input_data: Path, options: BenchOptions) -> PerfPoint:
     """One perf_analyzer run with the resource monitor around it."""
+    measurement = options.measurement
+    if point.sequence_length:
+        # A window must hold whole sequences of slow (~1 s) frames: short windows give
+        # one-request passes and perf_analyzer gives up on them.
+        measurement = Measurement(max(measurement.interval_ms, 5000), measurement.stability_percent,
+                                  measurement.max_trials)
     with ResourceMonitor(server.process.pid) as monitor:
         run_point(tool, point, server.url(point.protocol), input_data, options.out / "perf_analyzer",
-                  options.measurement, on_start=monitor.watch_client)
+                  measurement, on_start=monitor.watch_client)
     point.resources = monitor.summary()
     status = (f"{point.throughput:8.2f} infer/s  p50 {point.p50_ms:8.1f} ms  p99 {point.p99_ms:8.1f} ms"
               if not point.error else f"FAILED: {point.error}")

@@ -16,6 +16,7 @@ from tests.conftest import CLIP_TEST_LABELS, CLIP_TEST_MODEL, CLIP_TEST_TEMPLATE
 from tests.test_clip_parity import cosine, reference_image_embeddings, reference_probabilities
 from tritonlens.client.clip import ClipClient
 from tritonlens.export.clip import ClipExportOptions, ExportError, export_clip
+from tritonlens.export.clip.export import engine_settings
 from tritonlens.export.config import parse_config
 from tritonlens.serve import TritonServer
 
@@ -63,6 +64,18 @@ def test_low_memory_profile_matches_fp32_and_maps_its_weights(variants, photos, 
     data_file = str(repo / "clip_lowmem_image_encoder" / "1" / "model.onnx.data")
     stubs = psutil.Process(server.process.pid).children(recursive=True)
     assert any(m.path == data_file for stub in stubs for m in stub.memory_maps())
+
+
+def test_low_memory_prepacking_is_off_only_when_instances_share_weights():
+    """One instance: packed weights replace the mapped ones (same RSS, faster). Two or more:
+    pre-packing off, so the instances share the memory-mapped pages instead of each holding
+    a private packed copy."""
+    one = engine_settings(ClipExportOptions(model=CLIP_TEST_MODEL, labels=["a"], profile="low-memory"))
+    two = engine_settings(ClipExportOptions(model=CLIP_TEST_MODEL, labels=["a"], profile="low-memory",
+                                            instance_count=2, threads=1))
+    assert "tritonlens.disable_prepacking" not in one[2]
+    assert two[:2] == (2, 1) and two[2]["tritonlens.disable_prepacking"] == "1"
+    assert one[2]["enable_mem_arena"] == two[2]["enable_mem_arena"] == "0"
 
 
 @pytest.mark.parametrize("changes, phrase", [

@@ -47,6 +47,11 @@ def test_repository_configs(repo, sam2_checkpoint):
     (dict(checkpoint="/nonexistent/sam2.pt"), "checkpoint file not found"),
     (dict(image_size=500), "multiple of 32"),
     (dict(fmt="tensorrt"), "--format must be one of"),
+    (dict(precision="fp16"), "--precision must be one of fp32, int8"),
+    (dict(profile="tiny"), "--profile must be one of"),
+    (dict(fmt="torchscript", precision="int8"), "use --format onnx or auto"),
+    (dict(fmt="torchscript", profile="low-memory"), "use --format onnx or auto"),
+    (dict(instance_count=0), "instance count"),
 ])
 def test_export_refuses_bad_options(tmp_path, options, phrase):
     with pytest.raises(ExportError, match=phrase):

@@ -39,8 +39,9 @@ def export(
     precision: Annotated[str, typer.Option(
         help="fp32; int8 (onnxruntime dynamic quantization, CPU hosts); fp16 (GPU hosts)")] = "fp32",
     profile: Annotated[str, typer.Option(
-        help="default, or low-memory (CPU: memory-mapped external weights, no pre-packing, "
-             "no memory arena, one preprocessing instance, no text models unless --text)")] = "default",
+        help="default, or low-memory (CPU: memory-mapped external weights, no memory arena, "
+             "pre-packing only with one instance, one preprocessing instance, no text models "
+             "unless --text)")] = "default",
     prefix: Annotated[str, typer.Option(
         help="Model-name prefix, to serve variants side by side (e.g. clip_int8)")] = "clip",
     text: Annotated[bool | None, typer.Option(

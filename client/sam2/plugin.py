@@ -37,6 +37,15 @@ def export(
     max_batch_size: Annotated[int, typer.Option(help="Largest image batch for the image encoder")] = 4,
     threads: Annotated[int, typer.Option(help="Intra-op threads per model instance, 0 = all cores")] = 0,
     seed: Annotated[int, typer.Option(help="Seed for random initialisation (--checkpoint none)")] = 0,
+    precision: Annotated[str, typer.Option(
+        help="fp32, or int8 (onnxruntime dynamic quantization of the image encoder, CPU hosts)")] = "fp32",
+    profile: Annotated[str, typer.Option(
+        help="default, or low-memory (CPU: ONNX graphs with memory-mapped external weights, no "
+             "memory arena, one preprocessing instance, no video tracker unless --video)")] = "default",
+    instances: Annotated[int, typer.Option(
+        help="Instances of the image encoder and prompt decoder (threads are split between them)")] = 1,
+    video: Annotated[bool | None, typer.Option(
+        "--video/--no-video", help="Export the video tracker [default: yes, no for low-memory]")] = None,
 ) -> None:
     """Export SAM 2 (image segmentation) into a Triton model repository.
 
@@ -45,13 +54,16 @@ def export(
     sam2_embed_image and sam2_decode (encode once, prompt many times).
 
     Example: tritonlens export sam2 --config sam2.1_hiera_t --checkpoint ./sam2.1_hiera_tiny.pt
+
+    Low-memory CPU host: tritonlens export sam2 --precision int8 --profile low-memory
     """
     from tritonlens.export.sam2 import ExportError, Sam2ExportOptions, export_sam2
 
     try:
         options = Sam2ExportOptions(config=config, checkpoint=checkpoint, image_size=image_size,
                                     fmt=format.lower(), max_batch_size=max_batch_size,
-                                    threads=threads, seed=seed)
+                                    threads=threads, seed=seed, precision=precision.lower(),
+                                    profile=profile.lower(), instance_count=instances, video=video)
         run_export("SAM 2", export_sam2, options, repo)
     except ExportError as err:
         fail(str(err))

@@ -30,7 +30,8 @@ import torch
 
 from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
 from tritonlens.export.config import Step, Tensor, ensemble_config, model_config, write_model
-from tritonlens.export.onnx_variants import quantize_int8, save_with_aligned_external_data
+from tritonlens.export.onnx_variants import (onnxruntime_parameters, quantize_int8,
+                                             save_with_aligned_external_data)
 from tritonlens.export.repository import python_model_source
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -215,10 +216,8 @@ def check_options(options: ClipExportOptions) -> None:
 def engine_settings(options: ClipExportOptions) -> tuple[int, int, dict[str, str]]:
     """(instances per encoder, intra-op threads per instance, backend parameters).
 
-    Parameter names are the native backends' (onnxruntime: ``intra_op_thread_count``,
-    ``enable_mem_arena``, ``enable_mem_pattern``; pytorch: ``INTRA_OP_THREAD_COUNT``), so
-    the NGC container honours them too; ``tritonlens.disable_prepacking`` has no native
-    equivalent and is honoured by tritonlens' Python-based onnxruntime backend.
+    Parameter names are the native backends' (pytorch: ``INTRA_OP_THREAD_COUNT``; onnxruntime:
+    see ``onnxruntime_parameters``), so the NGC container honours them too.
     """
     cores = os.cpu_count() or 1
     instances = max(1, options.instance_count)
@@ -226,11 +225,7 @@ def engine_settings(options: ClipExportOptions) -> tuple[int, int, dict[str, str
     threads = options.threads or max(1, cores // instances)
     if options.fmt == "torchscript":
         return instances, threads, {"INTRA_OP_THREAD_COUNT": str(threads)}
-    params = {"intra_op_thread_count": str(threads)}
-    if options.profile == "low-memory":
-        params.update({"enable_mem_arena": "0", "enable_mem_pattern": "0",
-                       "tritonlens.disable_prepacking": "1"})
-    return instances, threads, params
+    return instances, threads, onnxruntime_parameters(options.profile, instances, threads)
 
 
 def export_clip(options: ClipExportOptions, repo: Path,

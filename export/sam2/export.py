@@ -22,6 +22,14 @@ seconds per call): the image encoder is fastest as TorchScript (1024 px: 2.46 s 
 eager torch vs 2.88 onnxruntime; 512 px: 0.55 vs 0.56 vs 0.56), the prompt decoder under
 onnxruntime (1024 px: 92 ms vs 105 TorchScript vs 149 eager; 512 px: 17 vs 18 vs 26 ms).
 Each config records its reason in ``tritonlens.format_reason``.
+
+Precision and memory variants (issue 6, as for CLIP): ``precision="int8"`` quantizes the
+image encoder's weights with onnxruntime (the prompt decoder is small and mask-sensitive: it
+stays fp32); ``profile="low-memory"`` stores both graphs' weights as 64 KiB-aligned ONNX
+external data that onnxruntime memory-maps, turns the memory arena and patterns off, serves
+one preprocessing instance and leaves the video tracker out unless ``video=True`` (it holds
+a full torch copy of the model). Both variants are onnxruntime graphs, so they need
+``fmt`` ``auto`` or ``onnx``.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from typing import Callable
 import torch
 
 from tritonlens.export.config import Step, Tensor, ensemble_config, model_config, write_model
+from tritonlens.export.onnx_variants import (onnxruntime_parameters, quantize_int8,
+                                             save_with_aligned_external_data)
 from tritonlens.export.repository import python_model_source
 from tritonlens.export.sam2.modules import ImageEncoder, PromptDecoder
 
@@ -44,6 +54,8 @@ CONFIG_NAMES = {
     for version in ("sam2", "sam2.1") for size in ("t", "s", "b+", "l")
 }
 FORMATS = ("auto", "onnx", "torchscript")
+PRECISIONS = ("fp32", "int8")
+PROFILES = ("default", "low-memory")
 # What "auto" picks, and why (figures measured on this project's 2-core CPU host, fp32).
 AUTO_FORMAT = {
     "sam2_image_encoder": ("torchscript", "fastest measured on a 2-core x86 CPU, fp32, 2 threads, "
@@ -85,6 +97,10 @@ class Sam2ExportOptions:
         max_batch_size: largest batch of images Triton forms for the image encoder.
         threads: intra-op threads per model instance (0: the host's core count).
         max_queue_delay_us: the image encoder's dynamic batching delay in microseconds.
+        precision: ``fp32`` or ``int8`` (onnxruntime dynamic quantization of the image
+            encoder's weights; inputs and outputs keep their dtypes).
+        profile: ``default`` or ``low-memory`` (see the module docstring).
+        video: also export the video tracker (None: yes, except in the low-memory profile).
     """
 
     config: str = "sam2.1_hiera_t"
@@ -97,6 +113,9 @@ class Sam2ExportOptions:
     max_queue_delay_us: int = 2000
     seed: int = 0
     opset: int = 17
+    precision: str = "fp32"
+    profile: str = "default"
+    video: bool | None = None
 
 
 def resolve_config(config: str) -> tuple[str, Path | None]:
@@ -180,13 +199,36 @@ def _save(module: torch.nn.Module, example: tuple, inputs: tuple[str, ...],
     return path
 
 
-def _formats(fmt: str) -> dict[str, tuple[str, str]]:
+def _formats(fmt: str, precision: str = "fp32", profile: str = "default") -> dict[str, tuple[str, str]]:
     """model -> (format, reason) for the two exported graphs."""
+    if fmt == "auto" and (precision, profile) != ("fp32", "default"):
+        reason = (f"--precision {precision} --profile {profile} is an onnxruntime variant "
+                  "(auto picks TorchScript for the fp32 default image encoder)")
+        return {model: ("onnx", reason) for model in AUTO_FORMAT}
     if fmt == "auto":
         return dict(AUTO_FORMAT)
     reason = f"--format {fmt} was asked for (auto would pick: " \
              + ", ".join(f"{m} {f}" for m, (f, _) in AUTO_FORMAT.items()) + ")"
     return {model: (fmt, reason) for model in AUTO_FORMAT}
+
+
+def check_options(options: Sam2ExportOptions) -> None:
+    """Raise ExportError for option values or combinations that cannot be exported."""
+    if options.fmt not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {options.fmt!r}")
+    if options.precision not in PRECISIONS:
+        raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)} for SAM 2, "
+                          f"not {options.precision!r}")
+    if options.profile not in PROFILES:
+        raise ExportError(f"--profile must be one of {', '.join(PROFILES)}, not {options.profile!r}")
+    if options.fmt == "torchscript" and (options.precision, options.profile) != ("fp32", "default"):
+        raise ExportError(f"--precision {options.precision} --profile {options.profile} is an "
+                          "ONNX Runtime variant: use --format onnx or auto (TorchScript exports "
+                          "are fp32 default)")
+    if options.max_batch_size < 1:
+        raise ExportError("max batch size must be at least 1")
+    if options.instance_count < 1:
+        raise ExportError("instance count must be at least 1")
 
 
 def export_sam2(options: Sam2ExportOptions, repo: Path,
@@ -200,27 +242,30 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
         ExportError: bad options, config or checkpoint (all checked before the first file
             is written).
     """
-    if options.fmt not in FORMATS:
-        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {options.fmt!r}")
-    if options.max_batch_size < 1:
-        raise ExportError("max batch size must be at least 1")
+    check_options(options)
     report(f"building {options.config} at {options.image_size} px "
            f"({'random weights' if options.checkpoint in (None, '', 'none') else options.checkpoint})")
     sam, weights = load_sam2(options.config, options.checkpoint, options.image_size, options.seed)
     size, embed = options.image_size, options.image_size // 16
     low_res = 4 * embed
-    threads = options.threads or os.cpu_count() or 1
-    formats = _formats(options.fmt)
+    # Instances x threads must not oversubscribe the host's cores.
+    threads = options.threads or max(1, (os.cpu_count() or 1) // options.instance_count)
+    formats = _formats(options.fmt, options.precision, options.profile)
+    video = options.video if options.video is not None else options.profile != "low-memory"
     common = {"tritonlens.family": "sam2", "tritonlens.config": options.config,
-              "tritonlens.weights": weights, "tritonlens.image_size": str(size)}
+              "tritonlens.weights": weights, "tritonlens.image_size": str(size),
+              "tritonlens.precision": "fp32", "tritonlens.profile": options.profile}
     repo.mkdir(parents=True, exist_ok=True)
 
     def engine(model: str) -> tuple[str, str, dict[str, str]]:
         """(backend, output-name suffix, parameters) of an exported graph."""
         fmt, reason = formats[model]
         params = {**common, "tritonlens.format": fmt, "tritonlens.format_reason": reason}
+        if model == "sam2_image_encoder":
+            params["tritonlens.precision"] = options.precision
         if fmt == "onnx":
-            return "onnxruntime", "", {**params, "intra_op_thread_count": str(threads)}
+            return "onnxruntime", "", {**params, **onnxruntime_parameters(
+                options.profile, options.instance_count, threads)}
         # The native pytorch backend names outputs <name>__<index>.
         return "pytorch", "__{}", {**params, "INTRA_OP_THREAD_COUNT": str(threads)}
 
@@ -250,11 +295,12 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
                       ("pixels",), out_names,
                       {n: {0: "batch"} for n in ("pixels", *out_names)},
                       formats["sam2_image_encoder"][0], options.opset, work)
+        files = variant_files(graph, options.precision, options.profile)
         write_model(repo, model_config(
             "sam2_image_encoder", backend, [Tensor("pixels", "fp32", (3, size, size))],
             [Tensor(n, t.dtype, t.dims) for n, t in zip(out_names, features)],
             max_batch_size=options.max_batch_size, max_queue_delay_us=options.max_queue_delay_us,
-            instance_count=options.instance_count, parameters=params), {graph.name: graph})
+            instance_count=options.instance_count, parameters=params), files)
         encoder_map = dict(zip(out_names, ENCODER_OUTPUTS))
 
         # -- prompt decoder: one image per request, any number of points ----------------
@@ -279,7 +325,7 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
                               max_batch_size=1, instance_count=options.instance_count,
                               parameters=params)
         unbatched(config)
-        write_model(repo, config, {graph.name: graph})
+        write_model(repo, config, variant_files(graph, "fp32", options.profile))
         decoder_map = dict(zip(out_names, DECODER_OUTPUTS))
 
     report("writing sam2_preprocess, sam2_prompts and the ensembles")
@@ -287,7 +333,7 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     config = model_config(
         "sam2_preprocess", "python", [image],
         [Tensor("pixels", "fp32", (1, 3, size, size)), orig_size], max_batch_size=1,
-        instance_count=max(1, min(2, threads)),
+        instance_count=1 if options.profile == "low-memory" else max(1, min(2, threads)),
         parameters={**common, "image_size": str(size),
                     "pixel_mean": ",".join(map(str, PIXEL_MEAN)),
                     "pixel_std": ",".join(map(str, PIXEL_STD)),
@@ -326,15 +372,35 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     write_model(repo, ensemble_config("sam2_decode", [*one, *prompt_inputs], results,
                                       [prompts("multimask_output", "mask_input"), decode],
                                       max_batch_size=0))
-    # The video tracker (issue 5): sam2_frame_preprocess, sam2_tracker, sam2_track.
-    from tritonlens.export.sam2.tracker import export_tracker_beside_image_models
-    report("writing sam2_frame_preprocess, sam2_tracker and the sam2_track ensemble")
-    export_tracker_beside_image_models(sam, repo, options, common)
+    if video:  # the video tracker (issue 5): sam2_frame_preprocess, sam2_tracker, sam2_track
+        from tritonlens.export.sam2.tracker import export_tracker_beside_image_models
+        report("writing sam2_frame_preprocess, sam2_tracker and the sam2_track ensemble")
+        tracker = export_tracker_beside_image_models(sam, repo, options, common)
     return {"config": options.config, "weights": weights, "image_size": str(size),
+            "precision": options.precision, "profile": options.profile,
+            "video tracker": (tracker.get("tracker", "yes") if video else "no (--video to add it)"),
             "image_encoder": formats["sam2_image_encoder"][0],
             "prompt_decoder": formats["sam2_prompt_decoder"][0],
             "embedding": f"256x{embed}x{embed}", "low_res_masks": f"{low_res}x{low_res}",
             "repository": str(repo)}
+
+
+def variant_files(graph: Path, precision: str, profile: str) -> dict[str, Path]:
+    """The model files of ``graph`` in ``precision`` and ``profile`` (name -> path).
+
+    int8 quantizes an ONNX graph's weights in place; low-memory moves its weights to
+    ``model.onnx.data`` (aligned, memory-mapped by onnxruntime). TorchScript files are
+    returned as they are (``check_options`` allows them only in fp32 default).
+    """
+    files = {graph.name: graph}
+    if graph.suffix != ".onnx":
+        return files
+    if precision == "int8":
+        quantize_int8(graph)
+    if profile == "low-memory":
+        data = save_with_aligned_external_data(graph)
+        files[data.name] = data
+    return files
 
 
 def unbatched(config) -> None:
