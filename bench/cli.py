@@ -42,6 +42,9 @@ def bench(
     tune: Annotated[bool | None, typer.Option(
         help="Also measure the tuning candidates (default: on in full mode)")] = None,
     tools_dir: Annotated[Path, typer.Option(help="Where perf_analyzer's own venv is created")] = Path(".tools"),
+    sam2_size: Annotated[int | None, typer.Option(
+        help="Also export SAM 2.1 hiera-tiny at this size and measure every SAM 2 model "
+             "(default 512; 0 = CLIP only, the default with --quick or --repo)")] = None,
 ) -> None:
     """Load-test every served model with perf_analyzer, beside the in-process baselines.
 
@@ -68,7 +71,8 @@ def bench(
     options = BenchOptions(quick=quick, clip_model=clip_model, repo=repo, out=out, work=work,
                            protocols=protocols, shared_memory=shared_memory, concurrency=sweep,
                            models=_split(model), naive_images=naive_images,
-                           measurement=measurement, tune=tune, tools_dir=tools_dir)
+                           measurement=measurement, tune=tune, tools_dir=tools_dir,
+                           sam2_size=sam2_size)
     try:
         folder = run_bench(options)
     except (PerfAnalyzerError, ValueError) as err:

@@ -58,6 +58,10 @@ class BenchOptions:
         measurement: perf_analyzer's window and stability settings.
         tune: run the tuning candidates after the sweep.
         tools_dir: where perf_analyzer's own venv lives.
+        sam2_size: also export SAM 2.1 hiera-tiny (random weights) at this size into the
+            repository, so every SAM 2 model is measured too (0: no; default 512 in full
+            mode, 0 in quick mode or with ``repo`` given). A repository that already holds
+            SAM 2 keeps it, at whatever size.
     """
 
     quick: bool = False
@@ -75,6 +79,7 @@ class BenchOptions:
     measurement: Measurement | None = None
     tune: bool | None = None
     tools_dir: Path = Path(".tools")
+    sam2_size: int | None = None
 
     def resolved(self) -> "BenchOptions":
         """A copy with every None replaced by the mode's default."""
@@ -92,7 +97,9 @@ class BenchOptions:
             baseline_seconds=self.baseline_seconds or (1.0 if q else 5.0),
             measurement=self.measurement or (Measurement(800, 200, 6) if q else Measurement(3000, 30, 6)),
             tune=self.tune if self.tune is not None else not q,
-            tools_dir=self.tools_dir)
+            tools_dir=self.tools_dir,
+            sam2_size=(self.sam2_size if self.sam2_size is not None
+                       else 0 if (q or self.repo) else 512))
 
 
 def log(message: str) -> None:
@@ -145,6 +152,21 @@ def prepare_clip(options: BenchOptions) -> tuple[Path, dict]:
         (repo / "clip_zero_shot" / "templates.txt").write_text("\n".join(templates))
     return repo, {"model": model, "weights": str(checkpoint), "labels": labels,
                   "templates": templates}
+
+
+def prepare_sam2(repo: Path, image_size: int) -> None:
+    """Export SAM 2.1 hiera-tiny (random weights, image models and video tracker) at
+    ``image_size`` px into ``repo``, unless it already holds that export."""
+    from tritonlens.export.config import parse_config
+    from tritonlens.export.sam2 import Sam2ExportOptions, export_sam2
+
+    existing = repo / "sam2_preprocess" / "config.pbtxt"
+    if existing.exists():
+        size = parse_config(existing).parameters["image_size"].string_value
+        log(f"reusing the SAM 2 export in {repo} ({size} px)")
+        return
+    log(f"exporting SAM 2.1 hiera-tiny at {image_size} px into {repo}")
+    export_sam2(Sam2ExportOptions(config="sam2.1_hiera_t", image_size=image_size), repo, report=log)
 
 
 def run_clip_baselines(options: BenchOptions, inputs: scenarios.BenchInputs, export: dict) -> dict:
@@ -244,6 +266,8 @@ def run_bench(options: BenchOptions) -> Path:
     tool = ensure_perf_analyzer(options.tools_dir, log)
     photos = write_sample_photos(options.work / "photos")
     repo, export = prepare_clip(options)
+    if options.sam2_size:
+        prepare_sam2(repo, options.sam2_size)
     inputs = scenarios.BenchInputs(photos=photos, repo=repo, labels=export["labels"],
                                    templates=export["templates"])
     load_before = psutil.getloadavg()
