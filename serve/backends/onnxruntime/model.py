@@ -11,8 +11,7 @@ Config parameters honoured, named as the native onnxruntime backend names them:
 ``enable_mem_arena`` and ``enable_mem_pattern`` ("0"/"1"); and
 ``tritonlens.disable_prepacking`` ("1": onnxruntime's ``session.disable_prepacking``, so
 memory-mapped external weights are used in place instead of being copied into pre-packed
-private buffers); ``tritonlens.allow_spinning`` ("0": intra-op threads sleep instead of
-spin-waiting between ops, leaving the cores to the other stubs). Weights stored as external data (``model.onnx.data``) are found next to
+private buffers). Weights stored as external data (``model.onnx.data``) are found next to
 the model. Instances of kind GPU use the CUDA execution provider on their device when
 onnxruntime-gpu is installed.
 """
@@ -38,8 +37,6 @@ class TritonPythonModel:
         options.enable_mem_pattern = params.get("enable_mem_pattern", "1") != "0"
         if params.get("tritonlens.disable_prepacking", "0") == "1":
             options.add_session_config_entry("session.disable_prepacking", "1")
-        if params.get("tritonlens.allow_spinning", "1") == "0":
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if (args.get("model_instance_kind") == "GPU"
                 and "CUDAExecutionProvider" in ort.get_available_providers()):
