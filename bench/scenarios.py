@@ -6,20 +6,15 @@ bench`` runs every scenario whose model the server has loaded, over each protoco
 concurrency asked for, and lists served models that have no scenario.
 
 Adding a model is ONE entry in :data:`SCENARIOS` (plus its input builder if no existing one
-fits). For example, a SAM 2 plugin would add::
+fits). A stateless model gives one stream whose steps perf_analyzer sends in turn, e.g.::
 
-    def sam2_image_and_points(inputs: BenchInputs) -> list[list[dict]]:
-        # one stream; each step is one request: input name -> array without the batch axis
-        # (numeric) or a list of bytes (BYTES tensor)
-        return [[{"image": [p.read_bytes()],
-                  "point_coords": np.array([[120.0, 80.0]], np.float32),
-                  "point_labels": np.array([1], np.int32)} for p in inputs.photos]]
+    Scenario("sam2_segment", "sam2", sam2_image_and_click)
 
-    Scenario("sam2_segment", "sam2", sam2_image_and_points, end_to_end=True)
-
-and a stateful model gives one stream per sequence (consecutive frames of a real video)
-and a sequence length; perf_analyzer then sends each stream as one sequence with
-START/END flags and correlation IDs from ``--sequence-id-range``::
+(each step maps input name -> array without the batch axis, or a list of bytes for a BYTES
+tensor). A stateful model gives one stream per sequence (consecutive frames of a real
+video) and a sequence length; perf_analyzer then sends each stream as one sequence with
+START/END flags, correlation IDs from ``--sequence-id-range`` and one frame in flight per
+sequence (``--serial-sequences``)::
 
     Scenario("sam2_track", "sam2", sam2_video_streams, sequence_length=8)
 """

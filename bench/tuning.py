@@ -58,6 +58,8 @@ def clip_candidates(cores: int) -> list[Candidate]:
         Candidate("encoder: no queue delay", (Change(enc, max_queue_delay_us=0),)),
         Candidate("encoder: 20 ms delay, preferred 4/8",
                   (Change(enc, max_queue_delay_us=20000, preferred_batch_sizes=(4, 8)),)),
+        Candidate(f"encoder: 1 instance x {cores} threads",
+                  (Change(enc, instance_count=1, intra_op_threads=cores),)),
         Candidate(f"encoder: {cores} instances x 1 thread",
                   (Change(enc, instance_count=cores, intra_op_threads=1),)),
         Candidate("preprocess: 1 instance", (Change("clip_preprocess", instance_count=1),)),

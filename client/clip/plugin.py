@@ -33,8 +33,10 @@ def export(
     format: Annotated[str, typer.Option("--format", help="onnx or torchscript")] = "onnx",
     repo: Repo = DEFAULT_REPO,
     max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms (images)")] = 32,
-    threads: Annotated[int, typer.Option(help="Intra-op threads per encoder instance, 0 = all cores")] = 0,
-    instances: Annotated[int, typer.Option(help="Instances per encoder model")] = 1,
+    threads: Annotated[int, typer.Option(help="Intra-op threads per encoder instance, 0 = cores / instances")] = 0,
+    instances: Annotated[int, typer.Option(
+        help="Instances per encoder model; 0 = automatic (2 on a CPU host in the default "
+             "profile, measured faster; 1 in low-memory)")] = 0,
     seed: Annotated[int, typer.Option(help="Seed for random initialisation (--pretrained none)")] = 0,
     precision: Annotated[str, typer.Option(
         help="fp32; int8 (onnxruntime dynamic quantization, CPU hosts); fp16 (GPU hosts)")] = "fp32",
