@@ -196,32 +196,38 @@ def markdown(results: dict) -> str:
 
 # -- plots --------------------------------------------------------------------------------
 def plot_throughput(results: dict, path: Path) -> None:
-    """Inferences/s vs concurrency, one line per (model, protocol, shared memory)."""
+    """Inferences/s vs concurrency, one panel per model family (the model name's prefix:
+    clip, sam2 ...) and one line per (model, protocol, shared memory)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=90)
-    series: dict[str, list] = {}
+    panels: dict[str, dict[str, list]] = {}
     for p in results["perf"]:
         if p["error"]:
             continue
         label = f"{p['model']} {p['protocol']}" + (" shm" if p["shared_memory"] != "none" else "")
-        series.setdefault(label, []).append((p["concurrency"], p["throughput"]))
-    for label, pts in sorted(series.items()):
-        pts.sort()
-        ax.plot([c for c, _ in pts], [t for _, t in pts], marker="o", label=label,
-                linewidth=2.5 if label.startswith(END_TO_END) else 1)
-    ort = results.get("ratios", {}).get("onnxruntime_in_process")
-    if ort:
-        ax.axhline(ort["images_per_s"], color="k", linestyle="--", linewidth=1,
-                   label=f"onnxruntime in-process (batch {ort['batch']})")
-    ax.set_yscale("log")
-    ax.set_xlabel("concurrency (requests in flight)")
-    ax.set_ylabel("inferences / s (log)")
-    ax.set_title(f"Throughput, CLIP {results['export']['model']}, {results['host']['usable_cores']} cores")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+        family = p["model"].split("_")[0]
+        panels.setdefault(family, {}).setdefault(label, []).append((p["concurrency"], p["throughput"]))
+    fig, axes = plt.subplots(max(1, len(panels)), 1, figsize=(9, 3.6 * max(1, len(panels))),
+                             dpi=90, squeeze=False)
+    for ax, (family, series) in zip(axes[:, 0], sorted(panels.items())):
+        for label, pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([c for c, _ in pts], [t for _, t in pts], marker="o", label=label,
+                    linestyle="--" if " http" in label else "-",
+                    linewidth=2.5 if label.startswith(END_TO_END) else 1)
+        ort = results.get("ratios", {}).get("onnxruntime_in_process")
+        if ort and family == "clip":
+            ax.axhline(ort["images_per_s"], color="k", linestyle="--", linewidth=1,
+                       label=f"onnxruntime in-process (batch {ort['batch']})")
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrency (requests in flight)")
+        ax.set_ylabel("inferences / s (log)")
+        title = (f"CLIP {results['export']['model']}" if family == "clip" else family.upper())
+        ax.set_title(f"Throughput, {title}, {results['host']['usable_cores']} cores")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
