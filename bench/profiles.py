@@ -41,7 +41,7 @@ from tritonlens.bench.perf_analyzer import (Measurement, PerfPoint, ensure_perf_
 from tritonlens.bench.scenarios import BenchInputs, sam2_image_and_click
 from tritonlens.client.clip import ClipClient
 from tritonlens.client.demo import DEMO_LABELS, write_sample_photos
-from tritonlens.client.sam2 import Sam2Client
+from tritonlens.client.sam2 import Sam2Client, mask_iou
 from tritonlens.export.clip import ClipExportOptions, export_clip
 from tritonlens.export.clip.export import read_lines
 from tritonlens.serve import TritonServer
@@ -171,9 +171,7 @@ def agreement(result: dict, base: dict) -> dict:
         count = int(np.prod(shape))
         a = np.unpackbits(np.array(packed, np.uint8))[:count].reshape(shape).astype(bool)
         b = np.unpackbits(np.array(base_packed, np.uint8))[:count].reshape(shape).astype(bool)
-        for x, y in zip(a, b):
-            union = np.logical_or(x, y).sum()
-            ious.append(1.0 if union == 0 else np.logical_and(x, y).sum() / union)
+        ious += [mask_iou(x, y) for x, y in zip(a, b)]
     return {"min_mask_iou_vs_fp32": round(float(min(ious)), 4),
             "mean_mask_iou_vs_fp32": round(float(np.mean(ious)), 4)}
 

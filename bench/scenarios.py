@@ -235,13 +235,7 @@ def sam2_features_and_click(inputs: BenchInputs) -> Streams:
               "point_labels": np.array([1], np.int32)} for x, y in clicks]]
 
 
-def sam2_video_streams(inputs: BenchInputs) -> Streams:
-    """``sam2_track``: one stream per sequence, 8 consecutive frames of a real H.264 clip
-    each; see :func:`_video_streams`."""
-    return _video_streams(inputs)
-
-
-def _video_streams(inputs: BenchInputs, frames: int = 8) -> Streams:
+def sam2_video_streams(inputs: BenchInputs, frames: int = 8) -> Streams:
     """``sam2_track``: one stream per sequence, ``frames`` consecutive frames of a real H.264
     clip each (a pan/zoom over each of the first two photos, encoded with libx264 and
     decoded back with PyAV, then sent as JPEG as ``tritonlens track`` sends them). The
@@ -288,7 +282,7 @@ def sam2_decoder_inputs(inputs: BenchInputs) -> Streams:
 
 def sam2_frames(inputs: BenchInputs) -> Streams:
     """``sam2_frame_preprocess``: the clips' frames (see :func:`sam2_video_streams`)."""
-    return [[{"image": step["image"]} for stream in _video_streams(inputs) for step in stream]]
+    return [[{"image": step["image"]} for stream in sam2_video_streams(inputs) for step in stream]]
 
 
 def sam2_tracker_streams(inputs: BenchInputs) -> Streams:
@@ -301,7 +295,7 @@ def sam2_tracker_streams(inputs: BenchInputs) -> Streams:
 
     size = int(sam2_pixels(inputs)[0][0]["pixels"].shape[-1])
     streams = []
-    for stream in _video_streams(inputs):
+    for stream in sam2_video_streams(inputs):
         steps = []
         for step in stream:
             image = Image.open(io.BytesIO(step["image"][0])).convert("RGB")

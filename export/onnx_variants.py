@@ -10,6 +10,9 @@
   instance and every process that maps the same file, and reclaimable under memory pressure.
   (onnx 1.17's own ``save_model(save_as_external_data=True)`` packs tensors back to back,
   unaligned, which onnxruntime must copy.)
+* :func:`variant_files`: both of the above as a precision and profile ask, for one graph;
+* :func:`onnxruntime_parameters`: the config parameters of each profile (threads, arena,
+  memory patterns, pre-packing), shared by the CLIP and SAM 2 exports.
 
 fp16 is not produced here: the encoders are exported in fp16 from torch (see
 ``export/clip/modules.py``), because onnxruntime's graph-level fp16 converter produced
@@ -63,6 +66,25 @@ def save_with_aligned_external_data(path: Path, alignment: int = ALIGNMENT) -> P
             tensor.data_location = onnx.TensorProto.EXTERNAL
     onnx.save_model(model, str(path))
     return data_path
+
+
+def variant_files(graph: Path, precision: str, profile: str) -> dict[str, Path]:
+    """The model files of ``graph`` in ``precision`` and ``profile`` (name -> path).
+
+    int8 quantizes an ONNX graph's weights in place; low-memory moves its weights to
+    ``model.onnx.data`` (aligned, memory-mapped by onnxruntime). TorchScript files are
+    returned as they are (the exports allow them only in fp32 default). fp16 graphs are
+    exported in fp16 from torch and need nothing here.
+    """
+    files = {graph.name: graph}
+    if graph.suffix != ".onnx":
+        return files
+    if precision == "int8":
+        quantize_int8(graph)
+    if profile == "low-memory":
+        data = save_with_aligned_external_data(graph)
+        files[data.name] = data
+    return files
 
 
 def onnxruntime_parameters(profile: str, instances: int, threads: int) -> dict[str, str]:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tritonlens.client.clip import bytes_tensor
-from tritonlens.client.sam2 import Sam2Client, Segmentation
+from tritonlens.client.sam2 import Sam2Client, Segmentation, mask_iou
 
 # Prompts as fractions of (width, height), so they fit every photo.
 CASES = {
@@ -23,11 +23,6 @@ CASES = {
                            labels=[1, 0]),
 }
 PHOTOS = ("chelsea_cat.jpg", "astronaut.webp")
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def rgb(path) -> np.ndarray:

@@ -8,17 +8,13 @@ import torch
 
 from tests.sam2_track_common import (SCHEDULE, TRACK_CONFIG, TRACK_FRAMES, clip_jpegs,
                                      prompt_arrays, reference_track, seeded_weights)
+from tritonlens.client.sam2 import mask_iou
 from tritonlens.serve.sam2 import (FrameOrderError, PromptError, StreamingTracker,
                                    UnknownStreamError, build_video_model, decode_frame,
                                    frame_pixels, parse_prompts)
 from tritonlens.serve.sam2.tracker import FrameFeatures
 
 SIZE = 256  # small and fast; parity does not depend on it
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +56,7 @@ def test_streaming_tracker_matches_video_predictor(setup):
         for k, obj in enumerate(result.object_ids):
             ref = reference[t][int(obj)]
             worst_diff = max(worst_diff, float(np.abs(result.mask_logits[k] - ref).max()))
-            worst_iou = min(worst_iou, iou(result.masks[k], ref > 0))
+            worst_iou = min(worst_iou, mask_iou(result.masks[k], ref > 0))
     print(f"parity over {len(results)} frames: max |logit diff| {worst_diff:.2e}, "
           f"min IoU {worst_iou:.6f}")
     assert worst_diff <= 1e-3 and worst_iou >= 0.99

@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from tests.conftest import SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE
-from tests.test_sam2_parity import CASES, mask_iou, reference, scaled
-from tritonlens.client.sam2 import Sam2Client
+from tests.test_sam2_parity import CASES, reference, scaled
+from tritonlens.client.sam2 import Sam2Client, mask_iou
 from tritonlens.export.config import parse_config
 from tritonlens.export.sam2 import Sam2ExportOptions, export_sam2
 from tritonlens.serve import TritonServer

@@ -76,6 +76,13 @@ class ImageFeatures:
                                       self.high_res_feats_1, self.orig_size))
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks of the same shape [H, W] (1.0 when both
+    are empty). Used to compare served masks with a reference (tests, ``bench/profiles.py``)."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
 def prompt_arrays(points: Sequence[Sequence[float]] = (), labels: Sequence[int] | None = None,
                   box: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Points and an optional box -> ``point_coords`` float32 [N, 2], ``point_labels`` int32 [N].

@@ -35,7 +35,7 @@ def export(
                          "onnx or torchscript (both models)")] = "auto",
     repo: Repo = DEFAULT_REPO,
     max_batch_size: Annotated[int, typer.Option(help="Largest image batch for the image encoder")] = 4,
-    threads: Annotated[int, typer.Option(help="Intra-op threads per model instance, 0 = all cores")] = 0,
+    threads: Annotated[int, typer.Option(help="Intra-op threads per model instance, 0 = cores / instances")] = 0,
     seed: Annotated[int, typer.Option(help="Seed for random initialisation (--checkpoint none)")] = 0,
     precision: Annotated[str, typer.Option(
         help="fp32, or int8 (onnxruntime dynamic quantization of the image encoder, CPU hosts)")] = "fp32",

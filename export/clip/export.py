@@ -30,8 +30,7 @@ import torch
 
 from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
 from tritonlens.export.config import Step, Tensor, ensemble_config, model_config, write_model
-from tritonlens.export.onnx_variants import (onnxruntime_parameters, quantize_int8,
-                                             save_with_aligned_external_data)
+from tritonlens.export.onnx_variants import onnxruntime_parameters, variant_files
 from tritonlens.export.repository import python_model_source
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -57,7 +56,7 @@ class ClipExportOptions:
             80 ImageNet templates (``OPENAI_IMAGENET_TEMPLATES``).
         fmt: ``onnx`` (served by the onnxruntime backend) or ``torchscript`` (pytorch).
         max_batch_size: largest batch Triton forms for the image models (text: twice).
-        instance_count: instances per encoder model (0: automatic, see AUTO_INSTANCES).
+        instance_count: instances per encoder model (0: automatic, see AUTO_INSTANCES_REASON).
         threads: intra-op threads per encoder instance (0: the host's cores / instances).
         max_queue_delay_us: dynamic batching delay in microseconds.
         precision: ``fp32``; ``int8`` (onnxruntime dynamic quantization of the encoders'
@@ -325,12 +324,7 @@ def export_clip(options: ClipExportOptions, repo: Path,
             work = Path(tmp) / model_name
             work.mkdir()
             graph = save_graph(module, example, inp.name, out.name, options.fmt, options.opset, work)
-            files = {graph.name: graph}
-            if precision == "int8":
-                quantize_int8(graph)
-            if options.profile == "low-memory":
-                data = save_with_aligned_external_data(graph)
-                files[data.name] = data
+            files = variant_files(graph, precision, options.profile)
             params = dict(common, **{"tritonlens.precision": precision})
             config = model_config(model_name, backend, [inp], [out], max_batch_size=model_mbs,
                                   parameters=params, **dict(batching, instance_kind=(

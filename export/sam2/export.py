@@ -43,8 +43,7 @@ from typing import Callable
 import torch
 
 from tritonlens.export.config import Step, Tensor, ensemble_config, model_config, write_model
-from tritonlens.export.onnx_variants import (onnxruntime_parameters, quantize_int8,
-                                             save_with_aligned_external_data)
+from tritonlens.export.onnx_variants import onnxruntime_parameters, variant_files
 from tritonlens.export.repository import python_model_source
 from tritonlens.export.sam2.modules import ImageEncoder, PromptDecoder
 
@@ -95,7 +94,7 @@ class Sam2ExportOptions:
         fmt: ``auto`` (the measured choice per model, see AUTO_FORMAT), ``onnx`` or
             ``torchscript`` (the prompt decoder then follows too).
         max_batch_size: largest batch of images Triton forms for the image encoder.
-        threads: intra-op threads per model instance (0: the host's core count).
+        threads: intra-op threads per model instance (0: the host's cores / instances).
         max_queue_delay_us: the image encoder's dynamic batching delay in microseconds.
         precision: ``fp32`` or ``int8`` (onnxruntime dynamic quantization of the image
             encoder's weights; inputs and outputs keep their dtypes).
@@ -383,24 +382,6 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
             "prompt_decoder": formats["sam2_prompt_decoder"][0],
             "embedding": f"256x{embed}x{embed}", "low_res_masks": f"{low_res}x{low_res}",
             "repository": str(repo)}
-
-
-def variant_files(graph: Path, precision: str, profile: str) -> dict[str, Path]:
-    """The model files of ``graph`` in ``precision`` and ``profile`` (name -> path).
-
-    int8 quantizes an ONNX graph's weights in place; low-memory moves its weights to
-    ``model.onnx.data`` (aligned, memory-mapped by onnxruntime). TorchScript files are
-    returned as they are (``check_options`` allows them only in fp32 default).
-    """
-    files = {graph.name: graph}
-    if graph.suffix != ".onnx":
-        return files
-    if precision == "int8":
-        quantize_int8(graph)
-    if profile == "low-memory":
-        data = save_with_aligned_external_data(graph)
-        files[data.name] = data
-    return files
 
 
 def unbatched(config) -> None:
