@@ -22,6 +22,24 @@ DTYPES = {
 }
 
 
+# Where an exported model's instances run. ``gpu`` writes ``KIND_GPU`` instance groups: the
+# NGC container's native backends (and tritonlens' Python-based ones, which pick CUDA for a
+# GPU instance) then place the model on the GPU. Python-backend pre/post-processing models
+# (image decode, tokenizer) stay ``KIND_CPU`` on every device.
+DEVICES = ("cpu", "gpu")
+
+
+def instance_kind(device: str) -> str:
+    """Triton's instance-group kind for an export ``device`` (``cpu`` or ``gpu``).
+
+    Raises:
+        ValueError: ``device`` is not one of DEVICES.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    return "KIND_GPU" if device == "gpu" else "KIND_CPU"
+
+
 @dataclass(frozen=True)
 class Tensor:
     """One input or output: name, dtype (a key of DTYPES), dims without the batch axis."""

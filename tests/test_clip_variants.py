@@ -81,7 +81,11 @@ def test_low_memory_prepacking_is_off_only_when_instances_share_weights():
 @pytest.mark.parametrize("changes, phrase", [
     (dict(precision="int8", fmt="torchscript"), "use --format onnx"),
     (dict(profile="low-memory", fmt="torchscript"), "use --format onnx"),
-    (dict(profile="low-memory", precision="fp16"), "GPU hosts"),
+    (dict(profile="low-memory", precision="fp16"), "GPU instances"),
+    (dict(precision="fp16"), "add --device gpu"),
+    (dict(device="gpu", precision="int8"), "CPU variants"),
+    (dict(device="gpu", profile="low-memory"), "CPU variants"),
+    (dict(device="tpu"), "--device must be"),
     (dict(precision="int4"), "--precision must be"),
     (dict(profile="tiny"), "--profile must be"),
     (dict(prefix="clip-int8"), "--prefix"),
@@ -104,7 +108,8 @@ def test_fp16_graph_agrees_with_fp32(tmp_path, photos, clip_checkpoint, clip_ref
 
     export_clip(ClipExportOptions(model=CLIP_TEST_MODEL, pretrained=str(clip_checkpoint),
                                   labels=CLIP_TEST_LABELS, templates=CLIP_TEST_TEMPLATES,
-                                  precision="fp16", prefix="clip_fp16", text=False), tmp_path)
+                                  precision="fp16", prefix="clip_fp16", text=False,
+                                  device="gpu"), tmp_path)
     config = parse_config(tmp_path / "clip_fp16_image_encoder" / "config.pbtxt")
     assert config.instance_group[0].kind == config.instance_group[0].KIND_GPU
     _, preprocess, _ = clip_reference

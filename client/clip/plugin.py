@@ -39,7 +39,7 @@ def export(
              "profile, measured faster; 1 in low-memory)")] = 0,
     seed: Annotated[int, typer.Option(help="Seed for random initialisation (--pretrained none)")] = 0,
     precision: Annotated[str, typer.Option(
-        help="fp32; int8 (onnxruntime dynamic quantization, CPU hosts); fp16 (GPU hosts)")] = "fp32",
+        help="fp32; int8 (onnxruntime dynamic quantization, CPU hosts); fp16 (with --device gpu)")] = "fp32",
     profile: Annotated[str, typer.Option(
         help="default, or low-memory (CPU: memory-mapped external weights, no memory arena, "
              "pre-packing only with one instance, one preprocessing instance, no text models "
@@ -48,6 +48,9 @@ def export(
         help="Model-name prefix, to serve variants side by side (e.g. clip_int8)")] = "clip",
     text: Annotated[bool | None, typer.Option(
         "--text/--no-text", help="Export the text path [default: yes, no for low-memory]")] = None,
+    device: Annotated[str, typer.Option(
+        help="cpu or gpu: instance groups KIND_CPU or KIND_GPU for the encoders and the "
+             "zero-shot head (preprocessing stays on the CPU); fp16 needs gpu")] = "cpu",
 ) -> None:
     """Export an OpenCLIP model into a Triton model repository.
 
@@ -66,7 +69,8 @@ def export(
             model=model, pretrained=pretrained, labels=read_lines(labels, "labels"),
             templates=read_lines(templates, "templates") if templates else None, fmt=format,
             max_batch_size=max_batch_size, threads=threads, instance_count=instances, seed=seed,
-            precision=precision, profile=profile, prefix=prefix, text=text)
+            precision=precision, profile=profile, prefix=prefix, text=text,
+            device=device)
         run_export("CLIP", export_clip, options, repo)
     except ExportError as err:
         fail(str(err))

@@ -46,6 +46,9 @@ def export(
         help="Instances of the image encoder and prompt decoder (threads are split between them)")] = 1,
     video: Annotated[bool | None, typer.Option(
         "--video/--no-video", help="Export the video tracker [default: yes, no for low-memory]")] = None,
+    device: Annotated[str, typer.Option(
+        help="cpu or gpu: instance groups KIND_CPU or KIND_GPU for the image encoder, prompt "
+             "decoder and tracker (image decoding and prompt checks stay on the CPU)")] = "cpu",
 ) -> None:
     """Export SAM 2 (image segmentation) into a Triton model repository.
 
@@ -63,7 +66,8 @@ def export(
         options = Sam2ExportOptions(config=config, checkpoint=checkpoint, image_size=image_size,
                                     fmt=format.lower(), max_batch_size=max_batch_size,
                                     threads=threads, seed=seed, precision=precision.lower(),
-                                    profile=profile.lower(), instance_count=instances, video=video)
+                                    profile=profile.lower(), instance_count=instances, video=video,
+                                    device=device.lower())
         run_export("SAM 2", export_sam2, options, repo)
     except ExportError as err:
         fail(str(err))

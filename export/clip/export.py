@@ -29,7 +29,8 @@ from typing import Callable
 import torch
 
 from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
-from tritonlens.export.config import Step, Tensor, ensemble_config, model_config, write_model
+from tritonlens.export.config import (DEVICES, Step, Tensor, ensemble_config, instance_kind,
+                                      model_config, write_model)
 from tritonlens.export.onnx_variants import onnxruntime_parameters, variant_files
 from tritonlens.export.repository import python_model_source
 
@@ -60,7 +61,10 @@ class ClipExportOptions:
         threads: intra-op threads per encoder instance (0: the host's cores / instances).
         max_queue_delay_us: dynamic batching delay in microseconds.
         precision: ``fp32``; ``int8`` (onnxruntime dynamic quantization of the encoders'
-            weights, for CPU hosts); ``fp16`` (the towers in fp16, instances of kind GPU).
+            weights, for CPU hosts); ``fp16`` (the towers in fp16; needs ``device="gpu"``).
+        device: ``cpu`` or ``gpu``: the encoders' and zero-shot head's instance groups are
+            ``KIND_CPU`` or ``KIND_GPU`` (one instance per GPU by default); preprocessing and
+            tokenizer models always run on the CPU.
         profile: ``default`` or ``low-memory`` (CPU: weights as 64 KiB-aligned external
             data that onnxruntime memory-maps, weight pre-packing, memory arena and memory
             patterns off, one preprocessing instance, and no text models unless ``text``).
@@ -86,6 +90,7 @@ class ClipExportOptions:
     profile: str = "default"
     prefix: str = "clip"
     text: bool | None = None
+    device: str = "cpu"
 
 
 def read_lines(path: str | os.PathLike, what: str) -> list[str]:
@@ -198,9 +203,14 @@ def check_options(options: ClipExportOptions) -> None:
                           "use --format onnx (TorchScript exports are fp32)")
     if options.profile == "low-memory" and options.fmt != "onnx":
         raise ExportError("--profile low-memory is an ONNX Runtime CPU profile: use --format onnx")
-    if options.profile == "low-memory" and options.precision == "fp16":
-        raise ExportError("--precision fp16 is for GPU hosts and --profile low-memory for CPU "
-                          "hosts: use fp32 or int8 with low-memory")
+    if options.device not in DEVICES:
+        raise ExportError(f"--device must be one of {', '.join(DEVICES)}, not {options.device!r}")
+    if options.precision == "fp16" and options.device != "gpu":
+        raise ExportError("--precision fp16 is for GPU instances (onnxruntime's CPU provider has "
+                          "no fp16 kernels for these graphs): add --device gpu, or use fp32/int8")
+    if options.device == "gpu" and (options.precision == "int8" or options.profile == "low-memory"):
+        raise ExportError("--precision int8 and --profile low-memory are ONNX Runtime CPU "
+                          "variants: use them with --device cpu (fp32 or fp16 on GPUs)")
     if not options.labels:
         raise ExportError("no labels: give a labels file with one class name per line")
     if len(set(options.labels)) != len(options.labels):
@@ -229,13 +239,13 @@ def engine_settings(options: ClipExportOptions) -> tuple[int, int, dict[str, str
 
     ``instance_count=0`` picks min(2, cores) instances for ONNX CPU exports in the default
     profile (see ``AUTO_INSTANCES_REASON``, recorded in the configs) and 1 otherwise
-    (low-memory: one copy of the weights; TorchScript and fp16: not measured).
+    (low-memory: one copy of the weights; TorchScript and GPU instances: not measured).
     Parameter names are the native backends' (pytorch: ``INTRA_OP_THREAD_COUNT``; onnxruntime:
     see ``onnxruntime_parameters``), so the NGC container honours them too.
     """
     cores = os.cpu_count() or 1
     auto = (options.instance_count < 1 and options.profile == "default" and options.fmt == "onnx"
-            and options.precision != "fp16")
+            and options.device == "cpu")
     instances = min(2, cores) if auto else max(1, options.instance_count)
     # Instances x threads must not oversubscribe the host's cores.
     threads = options.threads or max(1, cores // instances)
@@ -292,9 +302,10 @@ def export_clip(options: ClipExportOptions, repo: Path,
         "tritonlens.format": options.fmt,
         "tritonlens.precision": options.precision,
         "tritonlens.profile": options.profile,
+        "tritonlens.device": options.device,
         **engine_params,
     }
-    kind = "KIND_GPU" if options.precision == "fp16" else "KIND_CPU"
+    kind = instance_kind(options.device)
     mbs, text_mbs = options.max_batch_size, 2 * options.max_batch_size
     batching = dict(max_queue_delay_us=options.max_queue_delay_us, instance_count=instances,
                     instance_kind=kind)
@@ -327,8 +338,7 @@ def export_clip(options: ClipExportOptions, repo: Path,
             files = variant_files(graph, precision, options.profile)
             params = dict(common, **{"tritonlens.precision": precision})
             config = model_config(model_name, backend, [inp], [out], max_batch_size=model_mbs,
-                                  parameters=params, **dict(batching, instance_kind=(
-                                      kind if precision == "fp16" else "KIND_CPU")))
+                                  parameters=params, **batching)
             extra = {"labels.txt": labels_txt} if out.label_filename else {}
             write_model(repo, config, files, extra=extra)
 
@@ -369,6 +379,7 @@ def export_clip(options: ClipExportOptions, repo: Path,
              Step(name("text_encoder"), {"token_ids": "token_ids"}, {"embedding" + suffix: "embedding"})],
             max_batch_size=text_mbs))
     return {"model": options.model, "weights": weights, "format": options.fmt,
+            "device": options.device,
             "precision": options.precision, "profile": options.profile,
             "models": ", ".join(sorted(p.name for p in repo.iterdir()
                                        if p.name.startswith(options.prefix + "_"))),

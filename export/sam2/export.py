@@ -42,7 +42,8 @@ from typing import Callable
 
 import torch
 
-from tritonlens.export.config import Step, Tensor, ensemble_config, model_config, write_model
+from tritonlens.export.config import (DEVICES, Step, Tensor, ensemble_config, instance_kind,
+                                      model_config, write_model)
 from tritonlens.export.onnx_variants import onnxruntime_parameters, variant_files
 from tritonlens.export.repository import python_model_source
 from tritonlens.export.sam2.modules import ImageEncoder, PromptDecoder
@@ -100,6 +101,9 @@ class Sam2ExportOptions:
             encoder's weights; inputs and outputs keep their dtypes).
         profile: ``default`` or ``low-memory`` (see the module docstring).
         video: also export the video tracker (None: yes, except in the low-memory profile).
+        device: ``cpu`` or ``gpu``: the image encoder's, prompt decoder's and tracker's
+            instance groups are ``KIND_CPU`` or ``KIND_GPU``; image decoding and prompt
+            checking (Python models) always run on the CPU.
     """
 
     config: str = "sam2.1_hiera_t"
@@ -115,6 +119,7 @@ class Sam2ExportOptions:
     precision: str = "fp32"
     profile: str = "default"
     video: bool | None = None
+    device: str = "cpu"
 
 
 def resolve_config(config: str) -> tuple[str, Path | None]:
@@ -224,6 +229,11 @@ def check_options(options: Sam2ExportOptions) -> None:
         raise ExportError(f"--precision {options.precision} --profile {options.profile} is an "
                           "ONNX Runtime variant: use --format onnx or auto (TorchScript exports "
                           "are fp32 default)")
+    if options.device not in DEVICES:
+        raise ExportError(f"--device must be one of {', '.join(DEVICES)}, not {options.device!r}")
+    if options.device == "gpu" and (options.precision, options.profile) != ("fp32", "default"):
+        raise ExportError("--precision int8 and --profile low-memory are ONNX Runtime CPU "
+                          "variants: use them with --device cpu")
     if options.max_batch_size < 1:
         raise ExportError("max batch size must be at least 1")
     if options.instance_count < 1:
@@ -253,7 +263,9 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     video = options.video if options.video is not None else options.profile != "low-memory"
     common = {"tritonlens.family": "sam2", "tritonlens.config": options.config,
               "tritonlens.weights": weights, "tritonlens.image_size": str(size),
-              "tritonlens.precision": "fp32", "tritonlens.profile": options.profile}
+              "tritonlens.precision": "fp32", "tritonlens.profile": options.profile,
+              "tritonlens.device": options.device}
+    kind = instance_kind(options.device)
     repo.mkdir(parents=True, exist_ok=True)
 
     def engine(model: str) -> tuple[str, str, dict[str, str]]:
@@ -299,7 +311,7 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
             "sam2_image_encoder", backend, [Tensor("pixels", "fp32", (3, size, size))],
             [Tensor(n, t.dtype, t.dims) for n, t in zip(out_names, features)],
             max_batch_size=options.max_batch_size, max_queue_delay_us=options.max_queue_delay_us,
-            instance_count=options.instance_count, parameters=params), files)
+            instance_count=options.instance_count, instance_kind=kind, parameters=params), files)
         encoder_map = dict(zip(out_names, ENCODER_OUTPUTS))
 
         # -- prompt decoder: one image per request, any number of points ----------------
@@ -322,7 +334,7 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
         config = model_config("sam2_prompt_decoder", backend, decoder_inputs,
                               [Tensor(n, t.dtype, t.dims) for n, t in zip(out_names, results)],
                               max_batch_size=1, instance_count=options.instance_count,
-                              parameters=params)
+                              instance_kind=kind, parameters=params)
         unbatched(config)
         write_model(repo, config, variant_files(graph, "fp32", options.profile))
         decoder_map = dict(zip(out_names, DECODER_OUTPUTS))
@@ -376,6 +388,7 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
         report("writing sam2_frame_preprocess, sam2_tracker and the sam2_track ensemble")
         tracker = export_tracker_beside_image_models(sam, repo, options, common)
     return {"config": options.config, "weights": weights, "image_size": str(size),
+            "device": options.device,
             "precision": options.precision, "profile": options.profile,
             "video tracker": (tracker.get("tracker", "yes") if video else "no (--video to add it)"),
             "image_encoder": formats["sam2_image_encoder"][0],

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonlens.export.config import (Step, Tensor, ensemble_config, model_config,
+from tritonlens.export.config import (Step, Tensor, ensemble_config, instance_kind, model_config,
                                       parse_config, write_model)
 from tritonlens.export.repository import python_model_source
 
@@ -175,7 +175,8 @@ def export_tracker_beside_image_models(sam: torch.nn.Module, repo: Path, options
     if directory is not None:
         return {"tracker": f"skipped: the tracker needs a config packaged with sam2, not {name}"}
     return export_sam2_tracker(sam, repo, TrackerExportOptions(
-        sam2_config=name, image_size=options.image_size, threads=options.threads), parameters)
+        sam2_config=name, image_size=options.image_size, threads=options.threads,
+        instance_kind=instance_kind(options.device)), parameters)
 
 
 def _unbatched(config: mc.ModelConfig) -> None:

@@ -12,8 +12,8 @@ Config parameters honoured, named as the native onnxruntime backend names them:
 ``tritonlens.disable_prepacking`` ("1": onnxruntime's ``session.disable_prepacking``, so
 memory-mapped external weights are used in place instead of being copied into pre-packed
 private buffers). Weights stored as external data (``model.onnx.data``) are found next to
-the model. Instances of kind GPU use the CUDA execution provider on their device when
-onnxruntime-gpu is installed.
+the model. Instances of kind GPU use the CUDA execution provider on their device; without
+onnxruntime-gpu such an instance fails to load with that fix named (never a silent CPU run).
 """
 
 import os
@@ -38,8 +38,15 @@ class TritonPythonModel:
         if params.get("tritonlens.disable_prepacking", "0") == "1":
             options.add_session_config_entry("session.disable_prepacking", "1")
         providers = ["CPUExecutionProvider"]
-        if (args.get("model_instance_kind") == "GPU"
-                and "CUDAExecutionProvider" in ort.get_available_providers()):
+        if args.get("model_instance_kind") == "GPU":
+            # A GPU instance never falls back to the CPU silently (an fp16 graph would not even
+            # run there): without CUDA in this onnxruntime, loading fails with the fix named.
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise RuntimeError(
+                    f"{self.spec.name}: instance kind GPU, but onnxruntime {ort.__version__} has "
+                    f"no CUDAExecutionProvider ({', '.join(ort.get_available_providers())}): "
+                    "install onnxruntime-gpu (pip install 'tritonlens[gpu]'), serve a TorchScript "
+                    "export, or export with --device cpu")
             device = int(args.get("model_instance_device_id", 0))
             providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
         self.session = ort.InferenceSession(path, options, providers=providers)

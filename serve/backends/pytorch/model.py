@@ -35,7 +35,12 @@ class TritonPythonModel:
                 pass
         self.inference_mode = params.get("INFERENCE_MODE", "true").lower() != "false"
         self.device = torch.device("cpu")
-        if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
+        if args.get("model_instance_kind") == "GPU":
+            # Never a silent CPU run for a GPU instance: fail loading with the reason.
+            if not torch.cuda.is_available():
+                raise RuntimeError(f"{self.spec.name}: instance kind GPU, but torch "
+                                   f"{torch.__version__} sees no CUDA device: install a CUDA "
+                                   "build of torch, or export with --device cpu")
             self.device = torch.device("cuda", int(args.get("model_instance_device_id", 0)))
         path = os.path.join(args["model_repository"], args["model_version"],
                             self.spec.default_model_filename or "model.pt")
