@@ -111,14 +111,16 @@ def print_models(index: list[dict], details: dict[str, dict[str, str]] | None = 
 
 
 def model_details(config: dict) -> dict[str, str]:
-    """What ``status`` shows of one model config (Triton's JSON form)."""
+    """What ``status`` shows of one model config (Triton's JSON form); an int8 model's
+    precision names its weight format (``int8 u8-per-channel``, ``tritonlens.int8_format``)."""
     params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
     groups = config.get("instance_group", [])
     count = sum(int(g.get("count", 1)) for g in groups) if groups else 0
     threads = params.get("intra_op_thread_count") or params.get("INTRA_OP_THREAD_COUNT") or "-"
     return {
         "backend": config.get("backend") or config.get("platform", ""),
-        "precision": params.get("tritonlens.precision", ""),
+        "precision": " ".join(filter(None, (params.get("tritonlens.precision", ""),
+                                             params.get("tritonlens.int8_format", "")))),
         "profile": params.get("tritonlens.profile", ""),
         "instances": f"{count} x {threads}" if count else "",
         "weights": params.get("tritonlens.weights", ""),

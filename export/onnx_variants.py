@@ -1,8 +1,11 @@
 """Precision and memory variants of an exported ONNX graph (int8, low-memory layout).
 
 * :func:`quantize_int8`: ONNX Runtime's dynamic quantization (``quantize_dynamic``):
-  weights of MatMul/Gemm (and Conv) stored as int8 with per-channel scales, activations
-  quantized on the fly per batch. Inputs and outputs keep their documented dtypes.
+  weights of MatMul/Gemm (and Conv) stored as 8-bit integers in one of
+  :data:`INT8_FORMATS` (default :data:`INT8_FORMAT`: u8 weights, per-channel scales, for
+  :data:`INT8_REASON`), activations quantized to u8 on the fly per batch. Inputs and
+  outputs keep their documented dtypes. :func:`precision_parameters` records the format and
+  its reason in the config; :func:`host_isa` names the CPU's SIMD level.
 * :func:`save_with_aligned_external_data`: moves every weight out of ``model.onnx`` into
   ``model.onnx.data`` at offsets aligned to 64 KiB. ONNX Runtime memory-maps external data
   whose offset is aligned to the allocation granularity instead of copying it into private
@@ -31,18 +34,73 @@ ALIGNMENT = 64 * 1024  # bytes; a multiple of every Linux page size and of Windo
 EXTERNAL_THRESHOLD = 1024  # bytes; smaller tensors stay inside model.onnx
 
 
-def quantize_int8(path: Path, per_channel: bool = True) -> Path:
+# The int8 weight formats :func:`quantize_int8` can write (name -> ``quantize_dynamic``
+# arguments). Activations are always u8 (dynamic quantization supports only that).
+# ``export/int8_formats.py`` measures all of them, side by side, on the host it runs on.
+INT8_FORMATS = {
+    "s8-per-channel": dict(weight_type="QInt8", per_channel=True, reduce_range=False),
+    "s8-per-channel-reduce-range": dict(weight_type="QInt8", per_channel=True, reduce_range=True),
+    "u8-per-tensor": dict(weight_type="QUInt8", per_channel=False, reduce_range=False),
+    "u8-per-channel": dict(weight_type="QUInt8", per_channel=True, reduce_range=False),
+}
+INT8_FORMAT = "u8-per-channel"
+INT8_REASON = (
+    "u8 activations x u8 weights are computed exactly by every onnxruntime CPU kernel "
+    "(x86 widens both to 16 bit and sums pairs in 32 bit, on AVX2, AVX-512, VNNI and AMX "
+    "hosts alike since onnxruntime 1.25; ARM NEON widens or uses udot), so a graph exported "
+    "on one host agrees with fp32 on any other. u8 x s8 (QInt8 weights) runs through "
+    "vpmaddubsw on x86 hosts without VNNI, whose 16-bit sums of two products saturate: "
+    "measured on AVX2, CLIP cosine 0.975-0.98 and SAM 2 mask IoU 0.35 against fp32 "
+    "(README 'CPU hosts, low memory, and precision'; export/int8_formats.py)")
+
+
+def quantize_int8(path: Path, fmt: str = INT8_FORMAT) -> Path:
     """Replace the fp32 ONNX model at ``path`` with its dynamically quantized int8 version.
 
-    Returns ``path``. Raises whatever onnxruntime's quantizer raises for a graph it cannot
-    quantize (the export reports it with the model's name).
+    ``fmt`` is one of :data:`INT8_FORMATS` (default :data:`INT8_FORMAT`, chosen for
+    :data:`INT8_REASON`): the MatMul/Gemm/Conv weights are stored in that 8-bit type with
+    per-channel or per-tensor scales; activations are quantized to u8 per batch at run time.
+    Returns ``path``. Raises KeyError for an unknown ``fmt``, and whatever onnxruntime's
+    quantizer raises for a graph it cannot quantize (the export reports it with the model's
+    name).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    args = dict(INT8_FORMATS[fmt])
+    args["weight_type"] = QuantType[args["weight_type"]]
     tmp = path.with_suffix(".int8.onnx")
-    quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel)
+    quantize_dynamic(str(path), str(tmp), **args)
     os.replace(tmp, path)
     return path
+
+
+def precision_parameters(precision: str) -> dict[str, str]:
+    """Config parameters recording how a graph of ``precision`` was made: for ``int8``,
+    ``tritonlens.int8_format`` (:data:`INT8_FORMAT`) and ``tritonlens.int8_reason``
+    (:data:`INT8_REASON`); nothing for the other precisions."""
+    if precision != "int8":
+        return {}
+    return {"tritonlens.int8_format": INT8_FORMAT, "tritonlens.int8_reason": INT8_REASON}
+
+
+def host_isa() -> str:
+    """The CPU's SIMD level as the int8 kernels see it, from /proc/cpuinfo's flags:
+    the present ones of avx2, avx512f, avx512_vnni, avx_vnni, amx_int8 (x86-64) or asimd,
+    asimddp, i8mm (ARM), space-separated; the machine name where /proc/cpuinfo is missing.
+    Printed beside every measurement that depends on the CPU."""
+    import platform
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    flags = set()
+    for line in text.splitlines():
+        if line.split(":")[0].strip() in ("flags", "Features"):
+            flags.update(line.split(":", 1)[1].split())
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
+    found = [flag for flag in wanted if flag in flags]
+    return " ".join(found) or platform.machine()
 
 
 def save_with_aligned_external_data(path: Path, alignment: int = ALIGNMENT) -> Path:

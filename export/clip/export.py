@@ -31,7 +31,7 @@ import torch
 from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
 from tritonlens.export.config import (DEVICES, Step, Tensor, ensemble_config, instance_kind,
                                       model_config, write_model)
-from tritonlens.export.onnx_variants import onnxruntime_parameters, variant_files
+from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters, variant_files
 from tritonlens.export.repository import python_model_source
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -336,7 +336,7 @@ def export_clip(options: ClipExportOptions, repo: Path,
             work.mkdir()
             graph = save_graph(module, example, inp.name, out.name, options.fmt, options.opset, work)
             files = variant_files(graph, precision, options.profile)
-            params = dict(common, **{"tritonlens.precision": precision})
+            params = dict(common, **{"tritonlens.precision": precision}, **precision_parameters(precision))
             config = model_config(model_name, backend, [inp], [out], max_batch_size=model_mbs,
                                   parameters=params, **batching)
             extra = {"labels.txt": labels_txt} if out.label_filename else {}

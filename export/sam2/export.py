@@ -44,7 +44,7 @@ import torch
 
 from tritonlens.export.config import (DEVICES, Step, Tensor, ensemble_config, instance_kind,
                                       model_config, write_model)
-from tritonlens.export.onnx_variants import onnxruntime_parameters, variant_files
+from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters, variant_files
 from tritonlens.export.repository import python_model_source
 from tritonlens.export.sam2.modules import ImageEncoder, PromptDecoder
 
@@ -274,6 +274,7 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
         params = {**common, "tritonlens.format": fmt, "tritonlens.format_reason": reason}
         if model == "sam2_image_encoder":
             params["tritonlens.precision"] = options.precision
+            params.update(precision_parameters(options.precision))
         if fmt == "onnx":
             return "onnxruntime", "", {**params, **onnxruntime_parameters(
                 options.profile, options.instance_count, threads)}
