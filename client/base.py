@@ -7,13 +7,58 @@ and one-line error messages.
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+# The restricted APIs of a server started by `tritonlens serve` (shared memory, model
+# repository, logging, trace) need this header; Triton's gRPC server expects restricted
+# metadata keys with the prefix "triton-grpc-protocol-" (Triton's kRestrictedProtocolHeaderTemplate).
+API_KEY_HEADER = "tritonlens-api-key"
+API_KEY_ENV = "TRITONLENS_API_KEY"
+GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
+
+
+def api_key_file(port: int) -> Path:
+    """Where a local ``tritonlens serve`` keeps the API key of the server on ``port``
+    (``$XDG_CACHE_HOME/tritonlens/api-keys/port-<port>``, mode 0600, while it runs)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "tritonlens" / "api-keys" / f"port-{port}"
+
+
+def find_api_key(url: str) -> str | None:
+    """The API key for the server at ``host:port``: ``$TRITONLENS_API_KEY``, else the key
+    file a local ``tritonlens serve`` wrote for that port, else None."""
+    if os.environ.get(API_KEY_ENV):
+        return os.environ[API_KEY_ENV]
+    port = url.rpartition(":")[2]
+    path = api_key_file(int(port)) if port.isdigit() else None
+    try:
+        return path.read_text().strip() if path else None
+    except OSError:
+        return None
+
+
+def api_key_headers(api_key: str | None, protocol: str) -> dict[str, str]:
+    """The header (HTTP) or metadata (gRPC) carrying ``api_key``; empty without a key."""
+    if not api_key:
+        return {}
+    return {(GRPC_RESTRICTED_PREFIX if protocol == "grpc" else "") + API_KEY_HEADER: api_key}
+
+
+class _ApiKeyPlugin:
+    """A tritonclient plugin that adds the API-key header to every call."""
+
+    def __init__(self, headers: dict[str, str]):
+        self.headers = headers
+
+    def __call__(self, request) -> None:
+        request.headers.update(self.headers)
 
 
 class TritonLensError(RuntimeError):
@@ -59,13 +104,18 @@ class TritonClient:
         url: ``host:port`` of the server's gRPC or HTTP endpoint (defaults: 8001 / 8000).
         protocol: ``grpc`` or ``http``.
         timeout: seconds to wait for one request (network timeout).
+        api_key: sent as the ``tritonlens-api-key`` header on every call (the restricted
+            shared-memory / model-repository / logging / trace APIs need it); default
+            :func:`find_api_key` for ``url``.
     """
 
-    def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 120.0):
+    def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 120.0,
+                 api_key: str | None = None):
         self.protocol = protocol
         self.module, self._exception = _modules(protocol)
         self.url = url or DEFAULT_URLS[protocol]
         self.timeout = timeout
+        self.api_key = api_key or find_api_key(self.url)
         self._local = threading.local()
 
     @property
@@ -78,6 +128,9 @@ class TritonClient:
             else:
                 conn = self.module.InferenceServerClient(
                     self.url, connection_timeout=self.timeout, network_timeout=self.timeout)
+            headers = api_key_headers(self.api_key, self.protocol)
+            if headers:
+                conn.register_plugin(_ApiKeyPlugin(headers))
             self._local.conn = conn
         return conn
 

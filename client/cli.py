@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -52,33 +52,53 @@ def serve(
         help="With explicit model control: a model to load at start (repeatable)")] = None,
     log_verbose: Annotated[int, typer.Option(help="Triton's log verbosity (0 = info only)")] = 0,
     log_file: Annotated[Path | None, typer.Option(help="Write the server log here instead of the terminal")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="TRITONLENS_API_KEY", show_default=False,
+        help="Key that the shared-memory, model-repository, logging and trace APIs require in "
+             "the 'tritonlens-api-key' header (default: random per start, kept for tritonlens' "
+             "clients in a 0600 file per port)")] = None,
 ) -> None:
-    """Run a real tritonserver on a model repository until Ctrl-C or SIGTERM.
+    """Run a real tritonserver on a model repository until Ctrl-C, SIGTERM or SIGHUP.
 
     Uses the Triton 2.51 server binary shipped in the nvidia-pytriton wheel, with the
     Python backend and tritonlens' Python-based onnxruntime and pytorch backends, so the
     repository is the same one the NGC container serves with its native backends.
+    The server dies with this command (even on SIGKILL); busy ports are named and refused.
     """
+    from tritonlens.client.base import api_key_file
     from tritonlens.serve import ServerStartError, TritonServer
 
     try:
         server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,
                               metrics_port=metrics_port, model_control_mode=model_control_mode,
                               load_models=load_model or [], log_verbose=log_verbose,
-                              log_file=log_file, require_all_models=False)
+                              log_file=log_file, require_all_models=False, api_key=api_key)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_signal(signum, frame):  # also when SIGINT was inherited ignored (background jobs)
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
         console.print(f"starting tritonserver on {repo} ...")
         server.start()
         print_models(server.repository_index())
-        console.print(f"[bold green]ready[/]  gRPC {server.grpc_url}   HTTP {server.http_url}   "
-                      f"metrics {server.metrics_url}\nCtrl-C to stop", highlight=False)
-        while not stop.wait(0.5):
-            if server.process.poll() is not None:
-                fail(f"tritonserver exited with code {server.process.returncode}")
+        endpoints = (f"gRPC {server.grpc_url}   HTTP {server.http_url}   "
+                     f"metrics {server.metrics_url}")
+        failed = server.model_failures()
+        if server.is_ready():
+            console.print(f"[bold green]ready[/]  {endpoints}", highlight=False)
+        else:  # /v2/health/ready answers 400 while a model failed
+            console.print(f"[bold yellow]serving, NOT ready[/] (/v2/health/ready fails; "
+                          f"failed to load: {', '.join(sorted(failed)) or 'see the log'})  "
+                          f"{endpoints}", highlight=False)
+        console.print(f"API key for the restricted APIs: {api_key_file(server.http_port)}"
+                      "\nCtrl-C to stop", highlight=False)
+        while server.process.poll() is None:
+            time.sleep(0.5)
+        fail(f"tritonserver exited with code {server.process.returncode}")
     except ServerStartError as err:
         fail(str(err))
     except KeyboardInterrupt:

@@ -11,7 +11,15 @@ on (measured, see the project's notes on local Triton):
 * the stub finds its Python home through ``python3`` on ``PATH``: the running
   interpreter's ``bin/`` must come first, so that ``model.py`` files see this environment's
   site-packages (numpy, onnxruntime, torch, tritonlens);
-* SIGINT to the server's PID stops it cleanly (about 3 s) and frees its ``/dev/shm`` regions.
+* SIGINT to the server's PID stops it cleanly (about 3 s) and frees its ``/dev/shm`` regions;
+  not so after faults (a dead stub: regions stay), so the launcher removes its own regions,
+  which carry a per-start prefix (``--backend-config=<backend>,shm-region-prefix-name``);
+* the server dies with the process that started it (``PR_SET_PDEATHSIG``, Linux), so a
+  killed launcher does not leave an orphan holding the ports, memory and ``/dev/shm``;
+* the shared-memory, model-repository, logging and trace APIs are restricted to callers that
+  send the API key (``--http-restricted-api`` / ``--grpc-restricted-protocol``): a local
+  client could otherwise register a stub's own ``/dev/shm`` region (SIGABRT of the server)
+  or load a model whose ``model.py`` runs code as the server's user.
 
 Besides the ``python`` backend, the backend directory holds tritonlens' Python-based
 ``onnxruntime`` and ``pytorch`` backends (``serve/backends/<name>/model.py``), so configs
@@ -21,24 +29,36 @@ container's native backends serve them.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
+import warnings
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tritonlens.client.base import API_KEY_ENV, API_KEY_HEADER, api_key_file
+
 BACKENDS_SOURCE = Path(__file__).parent / "backends"
 PYTHON_BASED_BACKENDS = ("onnxruntime", "pytorch")
+# Triton's API groups that only callers with the API key may use (Triton's category names).
+# inference, health, metadata, model-config and statistics stay open.
+RESTRICTED_APIS = ("shared-memory", "model-repository", "logging", "trace")
+SHM_DIR = Path("/dev/shm")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class TritonNotFoundError(RuntimeError):
@@ -163,6 +183,53 @@ def server_environment(install: TritonInstall) -> dict[str, str]:
     return env
 
 
+def check_port_free(host: str, port: int, name: str) -> None:
+    """Raise :class:`ServerStartError` naming ``port`` if something listens on it.
+
+    SO_REUSEADDR is set on the probe so that connections in TIME_WAIT (left by a server that
+    just stopped) do not count as busy; a listening socket still does.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE:
+                raise
+            raise ServerStartError(
+                f"{name} port {port} on {host} is already in use (another tritonserver? "
+                f"`ss -ltnp 'sport = :{port}'` shows the process); stop it, or choose other "
+                "ports (0 = any free port)") from None
+
+
+def _die_with_parent_preexec():
+    """A ``preexec_fn`` that makes the child get SIGTERM when this process dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``; Triton's SIGTERM is a clean shutdown). The signal follows
+    the *thread* that forked, so only the main thread may use it (checked by the caller).
+    None where prctl is unavailable."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (directory 0700, file 0600)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
 class TritonServer:
     """A ``tritonserver`` process on a model repository, as a context manager.
 
@@ -185,7 +252,24 @@ class TritonServer:
         log_verbose: Triton's ``--log-verbose`` level (0 = off).
         log_file: where the server's stdout/stderr go; None inherits this process's.
         startup_timeout: seconds to wait for the server to become live (s).
+        api_key: the value of the ``tritonlens-api-key`` header that the restricted APIs
+            (:data:`RESTRICTED_APIS`) require; default ``$TRITONLENS_API_KEY``, else a random
+            key per start. It is written to :func:`api_key_file` (mode 0600) for each port
+            while the server runs, where tritonlens' clients find it.
+        restricted_apis: Triton API groups to restrict (empty: none, Triton's default).
+        exit_timeout: Triton's ``--exit-timeout-secs``: how long shutdown waits for in-flight
+            inferences (s; Triton's default is 30). ``stop()`` kills the process group when
+            the server is still there ``exit_timeout + 15`` s after SIGINT.
         extra_args: more ``tritonserver`` flags, passed through unchanged.
+
+    Start it from the main thread: the server gets SIGTERM when the thread that started it
+    dies (``PR_SET_PDEATHSIG``); from another thread that protection is skipped, with a
+    warning. After the server exits, ``stop()`` removes the ``/dev/shm`` regions whose names
+    carry this start's prefix (:attr:`shm_prefix`), never another server's.
+
+    Raises (from ``start``):
+        ServerStartError: a port is in use (named), or the server exited / was not live.
+        ModelLoadError: a model is UNAVAILABLE and ``require_all_models``.
     """
 
     def __init__(
@@ -202,6 +286,9 @@ class TritonServer:
         log_file: str | os.PathLike | None = None,
         startup_timeout: float = 300.0,
         require_all_models: bool = True,
+        api_key: str | None = None,
+        restricted_apis: tuple[str, ...] | list[str] = RESTRICTED_APIS,
+        exit_timeout: int = 5,
         extra_args: tuple[str, ...] | list[str] = (),
     ):
         self.model_repository = Path(model_repository).resolve()
@@ -220,6 +307,12 @@ class TritonServer:
         self.log_file = Path(log_file) if log_file else None
         self.startup_timeout = startup_timeout
         self.require_all_models = require_all_models
+        self.api_key = api_key or os.environ.get(API_KEY_ENV) or secrets.token_urlsafe(24)
+        if any(c in self.api_key for c in ":=, \t\n"):
+            raise ValueError("the API key must not contain ':', '=', ',' or whitespace")
+        self.restricted_apis = list(restricted_apis)
+        self.exit_timeout = exit_timeout
+        self.shm_prefix = f"tritonlens_{os.getpid()}_{secrets.token_hex(4)}_"
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen | None = None
         self._log_handle = None
@@ -256,9 +349,16 @@ class TritonServer:
             "--pinned-memory-pool-byte-size=0",
             "--strict-readiness=true",
             "--exit-on-error=false",
+            f"--exit-timeout-secs={self.exit_timeout}",
             f"--model-control-mode={self.model_control_mode}",
             f"--log-verbose={self.log_verbose}",
         ]
+        cmd += [f"--backend-config={name},shm-region-prefix-name={self.shm_prefix}{name}_"
+                for name in ("python", *PYTHON_BASED_BACKENDS)]
+        if self.restricted_apis:
+            apis = ",".join(self.restricted_apis)
+            cmd += [f"--http-restricted-api={apis}:{API_KEY_HEADER}={self.api_key}",
+                    f"--grpc-restricted-protocol={apis}:{API_KEY_HEADER}={self.api_key}"]
         cmd += [f"--load-model={name}" for name in self.load_models]
         return cmd + self.extra_args
 
@@ -266,16 +366,28 @@ class TritonServer:
         """Start the server and wait for it (see the class docstring for what is raised)."""
         install = find_triton()
         backend_dir = assemble_backend_directory(install)
+        for name, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port),
+                           ("metrics", self.metrics_port)):
+            check_port_free(self.host, port, name)
         if self.log_file:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             self._log_handle = open(self.log_file, "ab")
+        preexec = None
+        if threading.current_thread() is threading.main_thread():
+            preexec = _die_with_parent_preexec()
+        else:
+            warnings.warn("TritonServer started from a thread other than the main thread: the "
+                          "server will not be stopped if this process dies", stacklevel=2)
         self.process = subprocess.Popen(
             self.command(install, backend_dir),
             env=server_environment(install),
             stdout=self._log_handle, stderr=subprocess.STDOUT if self._log_handle else None,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it cleanly
+            preexec_fn=preexec,
         )
         try:
+            for port in (self.http_port, self.grpc_port):
+                _write_private(api_key_file(port), self.api_key)
             self._wait_live()
             failures = self.model_failures()
             if failures and self.require_all_models:
@@ -316,7 +428,7 @@ class TritonServer:
     def repository_index(self) -> list[dict]:
         """Triton's model repository index: ``[{name, version, state, reason}, ...]``."""
         req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}",
-                                     method="POST")
+                                     method="POST", headers={API_KEY_HEADER: self.api_key})
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
@@ -329,8 +441,14 @@ class TritonServer:
         """True when the server answers ready (every loaded model ready)."""
         return self._http_status("/v2/health/ready") == 200
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """Stop with SIGINT (Triton's clean shutdown); SIGKILL after ``timeout`` seconds.
+    def shm_regions(self) -> list[Path]:
+        """This server's Python-backend regions in ``/dev/shm`` (named ``shm_prefix...``)."""
+        return sorted(SHM_DIR.glob(f"{self.shm_prefix}*"))
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """Stop with SIGINT (Triton's clean shutdown); SIGKILL to the process group (server
+        and stubs) after ``timeout`` seconds (default ``exit_timeout + 15``). Then remove
+        this server's ``/dev/shm`` regions and API-key files.
 
         Returns the server's exit code, or None if it was not running.
         """
@@ -340,10 +458,16 @@ class TritonServer:
         if code is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                code = self.process.wait(timeout)
+                code = self.process.wait(self.exit_timeout + 15 if timeout is None else timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 code = self.process.wait()
+        for region in self.shm_regions():
+            region.unlink(missing_ok=True)
+        for port in (self.http_port, self.grpc_port):
+            path = api_key_file(port)
+            if path.exists() and path.read_text() == self.api_key:
+                path.unlink(missing_ok=True)
         if self._log_handle:
             self._log_handle.close()
             self._log_handle = None
