@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tritonlens.client.base import api_key_headers, find_api_key
+
 PERF_ANALYZER_PACKAGES = ("tritonclient[all]==2.51.0", "setuptools<81")
 PERF_ANALYZER_VERSION = "2.51.0"
 DEFAULT_TOOLS_DIR = Path(".tools")
@@ -226,6 +228,10 @@ def command(tool: PerfAnalyzer, model: str, url: str, protocol: str, concurrency
     if shared_memory != "none":
         # outputs of these models are small; 1 MiB per output region is plenty
         cmd += ["--shared-memory", shared_memory, "--output-shared-memory-size", str(1 << 20)]
+        # registering the regions is a restricted API on a `tritonlens serve` server: -H sends
+        # the API key as an HTTP header / gRPC metadata
+        for key, value in api_key_headers(find_api_key(url), protocol).items():
+            cmd += ["-H", f"{key}:{value}"]
     if sequence_length:
         # --serial-sequences: at most one request in flight per sequence, as a video client
         # sends frames (a stateful tracker needs them in order). Variation 0: every sequence
@@ -235,6 +241,12 @@ def command(tool: PerfAnalyzer, model: str, url: str, protocol: str, concurrency
                 "--sequence-length", str(sequence_length),
                 "--sequence-id-range", f"1:{max(sequence_ids, concurrency) + 1}"]
     return cmd
+
+
+def redacted(cmd: list[str]) -> list[str]:
+    """``cmd`` with the value of every ``-H header:value`` replaced (logs keep no API key)."""
+    return [f"{arg.partition(':')[0]}:<redacted>" if i and cmd[i - 1] == "-H" else arg
+            for i, arg in enumerate(cmd)]
 
 
 # perf_analyzer errors that a longer window cures. The second one was seen on the sam2_track
@@ -271,7 +283,7 @@ def _run_once(tool, point, url, input_data, work, tag, measurement, timeout_s, o
     cmd = command(tool, point.model, url, point.protocol, point.concurrency, input_data,
                   csv_path, measurement, point.shared_memory, point.sequence_length)
     with open(log_path, "w") as log:
-        log.write(" ".join(cmd) + "\n\n")
+        log.write(" ".join(redacted(cmd)) + "\n\n")
         log.flush()
         proc = subprocess.Popen(cmd, env=tool.environment(), stdout=log, stderr=subprocess.STDOUT)
         on_start(proc)
