@@ -5,7 +5,8 @@
 Exports CLIP's image encoder and SAM 2.1 hiera-tiny's image encoder and prompt decoder to
 fp32 ONNX (seeded random weights, through the real exports), quantizes the encoders in each
 format, and runs fp32 and every format side by side in this process with onnxruntime (same
-thread count: the host's cores). Prints the host's ISA (:func:`host_isa`) and one table:
+thread count: the host's cores; rows timed in interleaved turns, median). Prints the host's
+ISA (:func:`host_isa`) and one table:
 
 * CLIP: cosine of each image embedding with fp32's (min over the sample photos) and images/s
   (batch 8);
@@ -56,15 +57,24 @@ def session(path: Path, threads: int, x64quantprecision: bool = False):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def images_per_second(run, batch: int, seconds: float) -> float:
-    """Images/s of ``run()`` (one batch of ``batch`` images): one warm-up call, then calls
-    for at least ``seconds`` (and at least 2)."""
-    run()
-    count, start = 0, time.perf_counter()
-    while count < 2 or time.perf_counter() - start < seconds:
+def images_per_second(runs: dict, batch: int, seconds: float, rounds: int = 5) -> dict[str, float]:
+    """name -> median images/s of ``runs[name]()`` (one batch of ``batch`` images).
+
+    The rows are timed in turn, ``rounds`` times (one warm-up call each first), each turn
+    for at least ``seconds / rounds`` and one call, so that load from other processes on a
+    shared host falls on every row alike.
+    """
+    for run in runs.values():
         run()
-        count += 1
-    return count * batch / (time.perf_counter() - start)
+    speeds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            count, start = 0, time.perf_counter()
+            while count < 1 or time.perf_counter() - start < seconds / rounds:
+                run()
+                count += 1
+            speeds[name].append(count * batch / (time.perf_counter() - start))
+    return {name: float(np.median(values)) for name, values in speeds.items()}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -99,15 +109,16 @@ def measure_clip(model: str, photos: list[Path], work: Path, formats: list[str],
     pixels = np.stack([np.asarray(ImageOps.fit(Image.open(p).convert("RGB"), (size, size),
                                                Image.BICUBIC)) for p in photos])
     batch = np.resize(pixels, (8, *pixels.shape[1:]))  # 8 images: the photos, repeated
-    results, expected = {}, None
+    results, expected, runs = {}, None, {}
     for name, (path, flag) in variants(fp32, work / "clip", formats).items():
         sess = session(path, threads, flag)
         (embedding,) = sess.run(None, {"pixels": pixels})
         expected = embedding if expected is None else expected
-        speed = images_per_second(lambda: sess.run(None, {"pixels": batch}), len(batch), seconds)
-        results[name] = {"clip cosine min": float(cosine(embedding, expected).min()),
-                         "clip images/s": speed}
+        runs[name] = lambda sess=sess: sess.run(None, {"pixels": batch})
+        results[name] = {"clip cosine min": float(cosine(embedding, expected).min())}
         print(f"  clip {name}: {results[name]}", flush=True)
+    for name, speed in images_per_second(runs, len(batch), seconds).items():
+        results[name]["clip images/s"] = speed
     return results
 
 
@@ -142,7 +153,7 @@ def measure_sam2(size: int, photos: list[Path], work: Path, formats: list[str], 
             out += list(decoder.run(["masks"], feeds)[0])
         return out
 
-    results, expected = {}, None
+    results, expected, runs = {}, None, {}
     for name, (path, flag) in variants(fp32, work / "sam2", formats).items():
         sess = session(path, threads, flag)
         features = [sess.run(None, {"pixels": x}) for x in images]
@@ -151,11 +162,13 @@ def measure_sam2(size: int, photos: list[Path], work: Path, formats: list[str], 
         cosines = [cosine(a.reshape(1, -1), b.reshape(1, -1))[0]
                    for (fa, _), (fb, _) in zip(got, expected) for a, b in zip(fa, fb)]
         ious = [mask_iou(a, b) for (_, ma), (_, mb) in zip(got, expected) for a, b in zip(ma, mb)]
-        speed = images_per_second(lambda: sess.run(None, {"pixels": images[0]}), 1, seconds)
+        runs[name] = lambda sess=sess: sess.run(None, {"pixels": images[0]})
         results[name] = {"sam2 feature cosine min": float(min(cosines)),
                          "sam2 mask IoU min": float(min(ious)),
-                         "sam2 mask IoU mean": float(np.mean(ious)), "sam2 images/s": speed}
+                         "sam2 mask IoU mean": float(np.mean(ious))}
         print(f"  sam2 {name}: {results[name]}", flush=True)
+    for name, speed in images_per_second(runs, 1, seconds).items():
+        results[name]["sam2 images/s"] = speed
     return results
 
 
@@ -164,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clip-model", default="ViT-B-32", help="open_clip architecture ('' skips CLIP)")
     parser.add_argument("--sam2-size", type=int, default=512, help="SAM 2 input size in px (0 skips SAM 2)")
     parser.add_argument("--formats", default=",".join(INT8_FORMATS), help="comma-separated formats")
-    parser.add_argument("--seconds", type=float, default=5.0, help="timing window per row and model")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="timing per row and model, in 5 interleaved turns")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads")
     args = parser.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f]

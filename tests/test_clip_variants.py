@@ -2,8 +2,10 @@
 
 Both variants are exported with model-name prefixes into one repository and served side by
 side, then compared with fp32 open_clip in-process on real photos. Tolerances: int8
-embedding cosine >= 0.99 and the same top-1 label as fp32 wherever fp32's top-1 leads by a
-clear margin; low-memory fp32 is the same computation as default fp32 (cosine >= 0.9999).
+embedding cosine >= 0.999 (measured 0.9999 with u8 weights on AVX2; the old s8 weights gave
+0.975 there, from vpmaddubsw saturation) and the same top-1 label as fp32 wherever fp32's
+top-1 leads by a clear margin; low-memory fp32 is the same computation as default fp32
+(cosine >= 0.9999). The int8 test prints the CPU's ISA and names it when it fails.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tritonlens.client.clip import ClipClient
 from tritonlens.export.clip import ClipExportOptions, ExportError, export_clip
 from tritonlens.export.clip.export import engine_settings
 from tritonlens.export.config import parse_config
+from tritonlens.export.onnx_variants import INT8_FORMAT, host_isa
 from tritonlens.serve import TritonServer
 
 
@@ -35,12 +38,17 @@ def variants(tmp_path_factory, clip_checkpoint):
 
 def test_int8_agrees_with_fp32(variants, photos, clip_reference):
     repo, server = variants
-    assert parse_config(repo / "clip_int8_image_encoder" / "config.pbtxt") \
-        .parameters["tritonlens.precision"].string_value == "int8"
+    params = parse_config(repo / "clip_int8_image_encoder" / "config.pbtxt").parameters
+    assert params["tritonlens.precision"].string_value == "int8"
+    assert params["tritonlens.int8_format"].string_value == INT8_FORMAT
+    assert "saturate" in params["tritonlens.int8_reason"].string_value
     client = ClipClient(server.grpc_url, "grpc", prefix="clip_int8")
     served = client.embed_images(photos)
     assert served.dtype == np.float32
-    assert cosine(served, reference_image_embeddings(clip_reference, photos)).min() >= 0.99
+    agreement = cosine(served, reference_image_embeddings(clip_reference, photos)).min()
+    isa = host_isa()
+    print(f"\nISA: {isa}; int8 {INT8_FORMAT} vs fp32 open_clip: embedding cosine min {agreement:.5f}")
+    assert agreement >= 0.999, f"int8 {INT8_FORMAT} cosine {agreement:.4f} on ISA {isa}"
     probabilities = client.probabilities(photos)
     expected = reference_probabilities(clip_reference, photos)
     for got, want in zip(probabilities, expected):

@@ -4,8 +4,10 @@ One export with both (``--precision int8 --profile low-memory``: the image encod
 weights int8, both graphs' weights memory-mapped external data, no video tracker), served
 and compared with fp32 ``SAM2ImagePredictor`` in-process on the same weights and photos.
 Tolerance: mask IoU with fp32 >= 0.85 for every mask and >= 0.95 on average (measured at
-256 px: min 0.909, mean 0.969 over 24 masks; bench/profiles.py
-reports the measured figures; random-weight masks are noisier than trained ones).
+256 px on AVX2 with the default u8 weights: min 0.918, mean 0.968 over 24 masks; the old s8
+weights gave min 0.349, mean 0.730 there, from vpmaddubsw saturation; u8 x u8 is computed
+exactly on every ISA, so the figures hold on any host; random-weight masks are noisier than
+trained ones). The test prints the CPU's ISA and names it when it fails.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tests.conftest import SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE
 from tests.test_sam2_parity import CASES, reference, scaled
 from tritonlens.client.sam2 import Sam2Client, mask_iou
 from tritonlens.export.config import parse_config
+from tritonlens.export.onnx_variants import INT8_FORMAT, host_isa
 from tritonlens.export.sam2 import Sam2ExportOptions, export_sam2
 from tritonlens.serve import TritonServer
 
@@ -41,6 +44,8 @@ def test_int8_low_memory_configs(int8_low_memory):
     decoder = parse_config(repo / "sam2_prompt_decoder" / "config.pbtxt")
     assert encoder.backend == decoder.backend == "onnxruntime"
     assert encoder.parameters["tritonlens.precision"].string_value == "int8"
+    assert encoder.parameters["tritonlens.int8_format"].string_value == INT8_FORMAT
+    assert "tritonlens.int8_format" not in decoder.parameters
     assert decoder.parameters["tritonlens.precision"].string_value == "fp32"
     for config in (encoder, decoder):
         assert config.parameters["tritonlens.profile"].string_value == "low-memory"
@@ -69,9 +74,11 @@ def test_int8_low_memory_masks_agree_with_fp32(int8_low_memory, sam2_reference, 
             masks, _, _ = reference(predictor, prompt, True)
             assert served.masks.shape == masks.shape
             ious += [mask_iou(s, m > 0) for s, m in zip(served.masks, masks)]
-    print(f"\nint8 low-memory vs fp32: mask IoU min {min(ious):.4f}, mean {np.mean(ious):.4f} "
-          f"over {len(ious)} masks")
-    assert min(ious) >= MIN_IOU and np.mean(ious) >= MIN_MEAN_IOU
+    isa = host_isa()
+    print(f"\nISA: {isa}; int8 {INT8_FORMAT} low-memory vs fp32: mask IoU min {min(ious):.4f}, "
+          f"mean {np.mean(ious):.4f} over {len(ious)} masks")
+    assert min(ious) >= MIN_IOU and np.mean(ious) >= MIN_MEAN_IOU, \
+        f"int8 {INT8_FORMAT} mask IoU min {min(ious):.4f}, mean {np.mean(ious):.4f} on ISA {isa}"
 
 
 def test_low_memory_weights_are_memory_mapped(int8_low_memory, photos):
