@@ -18,6 +18,8 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from tritonlens.client.base import api_key_headers, find_api_key
+
 
 @dataclass(frozen=True)
 class Change:
@@ -94,9 +96,10 @@ def load(http_url: str, repo: Path, candidate: Candidate) -> None:
     from tritonlens.export.config import parse_config
 
     client = httpclient.InferenceServerClient(http_url, network_timeout=600.0)
+    headers = api_key_headers(find_api_key(http_url), "http")  # model-repository is restricted
     for change in candidate.changes:
         config = apply(parse_config(repo / change.model / "config.pbtxt"), change)
-        client.load_model(change.model, config=config_json(config))
+        client.load_model(change.model, config=config_json(config), headers=headers)
 
 
 def restore(http_url: str, candidate: Candidate) -> None:
@@ -104,5 +107,6 @@ def restore(http_url: str, candidate: Candidate) -> None:
     import tritonclient.http as httpclient
 
     client = httpclient.InferenceServerClient(http_url, network_timeout=600.0)
+    headers = api_key_headers(find_api_key(http_url), "http")
     for change in candidate.changes:
-        client.load_model(change.model)
+        client.load_model(change.model, headers=headers)
