@@ -74,7 +74,16 @@ class ModelNotReadyError(TritonLensError):
 
 
 class InferenceError(TritonLensError):
-    """The server refused or failed one request (bad input, model error)."""
+    """The server refused or failed one request (bad input, model error).
+
+    ``status`` is the protocol's status as tritonclient reports it: "StatusCode.INVALID_ARGUMENT"
+    (gRPC) or "400" (HTTP) for a request the caller must fix; INTERNAL / "500" for a server
+    failure; None when unknown.
+    """
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def _modules(protocol: str):
@@ -86,6 +95,45 @@ def _modules(protocol: str):
         raise ValueError(f"protocol must be grpc or http, not {protocol!r}")
     from tritonclient.utils import InferenceServerException
     return module, InferenceServerException
+
+
+def host_port(url: str, protocol: str) -> str:
+    """The ``host:port`` tritonclient takes, from what a user may type: ``http://`` and
+    ``grpc://`` schemes and a trailing ``/`` are dropped (tritonclient refuses them, with a
+    traceback from its ``__del__``).
+
+    Raises:
+        TritonLensError: an ``https://`` URL (TLS is not supported by this client), or a URL
+            with a path.
+    """
+    text = url.strip()
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme.lower() == "https":
+            raise TritonLensError(f"--url {url}: TLS (https) is not supported by tritonlens' "
+                                  "client; give host:port of a plain HTTP or gRPC endpoint")
+        if scheme.lower() not in ("http", "grpc"):
+            raise TritonLensError(f"--url {url}: give host:port (e.g. 127.0.0.1:8001)")
+        text = rest
+    text = text.rstrip("/")
+    if "/" in text or not text:
+        raise TritonLensError(f"--url {url}: give host:port (e.g. 127.0.0.1:8001 for {protocol}), "
+                              "without a path")
+    return text
+
+
+def answers_http(url: str, timeout: float = 2.0) -> bool:
+    """Whether ``host:port`` answers an HTTP/1.1 request (any status): an HTTP endpoint."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"http://{url}/v2/health/live", timeout=timeout).close()
+        return True
+    except urllib.error.HTTPError:
+        return True
+    except Exception:  # noqa: BLE001 - refused, reset, timed out, not HTTP
+        return False
 
 
 def one_line(err: Exception) -> str:
@@ -113,7 +161,7 @@ class TritonClient:
                  api_key: str | None = None):
         self.protocol = protocol
         self.module, self._exception = _modules(protocol)
-        self.url = url or DEFAULT_URLS[protocol]
+        self.url = host_port(url, protocol) if url else DEFAULT_URLS[protocol]
         self.timeout = timeout
         self.api_key = api_key or find_api_key(self.url)
         self._local = threading.local()
@@ -143,20 +191,57 @@ class TritonClient:
         try:
             live = self.connection.is_server_live()
         except Exception as err:  # noqa: BLE001 - connection errors come in many types
-            raise ServerUnreachableError(
-                f"no Triton server at {self.url} ({self.protocol}): {one_line(err)}; "
-                "start one with `tritonlens serve`") from None
+            raise self._unreachable(err) from None
         if not live:
             raise ServerUnreachableError(f"Triton server at {self.url} is not live")
+        try:  # Triton's metrics port answers 200 to every path, with no JSON
+            self.connection.get_server_metadata()
+        except Exception as err:  # noqa: BLE001
+            raise self._unreachable(err) from None
         for model in models:
             try:
                 ready = self.connection.is_model_ready(model)
-            except self._exception as err:
-                raise ModelNotReadyError(f"model {model!r}: {one_line(err)}") from None
+            except Exception as err:  # noqa: BLE001 - e.g. a non-JSON answer from another port
+                raise self._unreachable(err) from None
             if not ready:
-                raise ModelNotReadyError(
-                    f"model {model!r} is not ready on {self.url}: export it with "
-                    f"`tritonlens export ...` and check `tritonlens status`")
+                raise ModelNotReadyError(self._not_ready_reason(model))
+
+    def _unreachable(self, err: Exception) -> ServerUnreachableError:
+        """The one-line error for a server that does not answer as Triton on this protocol."""
+        message = one_line(err)
+        other = "http" if self.protocol == "grpc" else "grpc"
+        if self.protocol == "grpc" and answers_http(self.url):
+            return ServerUnreachableError(
+                f"{self.url} speaks HTTP/1.x, not gRPC: use --protocol http for Triton's HTTP "
+                "port, or the gRPC port (8001 by default)")
+        if self.protocol == "http" and "expected http/" in message.lower():
+            return ServerUnreachableError(
+                f"{self.url} does not speak HTTP/1.1 (is it the gRPC port?): use --protocol grpc "
+                "for Triton's gRPC port, or the HTTP port (8000 by default)")
+        if isinstance(err, ValueError) or "decode" in message.lower():  # e.g. JSONDecodeError
+            return ServerUnreachableError(
+                f"{self.url} answers, but not as Triton's {self.protocol} endpoint (is it the "
+                f"metrics port, or the {other} port?): {message}")
+        return ServerUnreachableError(
+            f"no Triton server at {self.url} ({self.protocol}): {message}; start one with "
+            "`tritonlens serve`")
+
+    def _not_ready_reason(self, model: str) -> str:
+        """Why ``model`` is not ready: not in the repository, or there but not loaded."""
+        try:
+            index = self.connection.get_model_repository_index(
+                **({"as_json": True} if self.protocol == "grpc" else {}))
+        except Exception:  # noqa: BLE001 - the reason is a courtesy
+            index = []
+        entries = index.get("models", []) if isinstance(index, dict) else index
+        entry = next((m for m in entries if m.get("name") == model), None)
+        if entry is None:
+            return (f"model {model!r} is not in the repository of the server at {self.url}: "
+                    "export it with `tritonlens export ...`, then check `tritonlens status`")
+        why = ", ".join(filter(None, (entry.get("state"), entry.get("reason"))))
+        return (f"model {model!r} is in the repository of the server at {self.url} but not "
+                f"loaded{f' ({why})' if why else ''}: load it (with explicit model control: "
+                f"`tritonlens serve --load-model {model}`){', fixing that reason' if why else ''}")
 
     def model_parameter(self, model: str, key: str, default: str = "unknown") -> str:
         """A string parameter of a served model's config (e.g. ``tritonlens.weights``)."""
@@ -199,7 +284,9 @@ class TritonClient:
         except self._exception as err:
             message = one_line(err)
             if "failed to connect" in message.lower() or "unavailable" in message.lower():
-                raise ServerUnreachableError(f"no Triton server at {self.url}: {message}") from None
-            raise InferenceError(f"{model}: {message}") from None
-        except (ConnectionError, OSError) as err:
-            raise ServerUnreachableError(f"no Triton server at {self.url}: {err}") from None
+                raise self._unreachable(err) from None
+            status = err.status() if callable(getattr(err, "status", None)) else None
+            raise InferenceError(f"{model}: {message}", None if status is None else str(status)) \
+                from None
+        except (ConnectionError, OSError, ValueError) as err:
+            raise self._unreachable(err) from None

@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from tritonlens.serve.errors import error_response
+
 # Triton data types -> numpy (the subset the project's models use, plus common ones).
 TRITON_TO_NUMPY = {
     "TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8, "TYPE_UINT16": np.uint16,
@@ -135,7 +137,9 @@ def execute_requests(pb_utils, spec: ModelSpec, requests, run, engine: str):
 
     Reads each request's inputs (checking them with :func:`check_input`), runs the valid ones
     through :func:`run_batched`, and answers every request either with its outputs or with a
-    ``TritonError`` that names the model and the problem. ``pb_utils`` is Triton's
+    ``TritonError`` that names the model and the problem: a missing input or a wrong dtype or
+    shape is the caller's mistake (INVALID_ARG: gRPC INVALID_ARGUMENT, HTTP 400); a failure of
+    the engine itself is INTERNAL (gRPC INTERNAL, HTTP 500). ``pb_utils`` is Triton's
     ``triton_python_backend_utils`` module (importable only inside the stub, hence passed in).
     """
     batched = spec.max_batch_size > 0
@@ -157,10 +161,12 @@ def execute_requests(pb_utils, spec: ModelSpec, requests, run, engine: str):
     responses = []
     for i, problem in enumerate(problems):
         result = outcome.get(i)
-        if problem is not None or isinstance(result, Exception):
-            message = problem or f"{engine} failed: {result}"
-            responses.append(pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(f"{spec.name}: {message}")))
+        if problem is not None:
+            responses.append(error_response(pb_utils, f"{spec.name}: {problem}"))
+            continue
+        if isinstance(result, Exception):
+            responses.append(error_response(pb_utils, f"{spec.name}: {engine} failed: {result}",
+                                            invalid_argument=False))
             continue
         responses.append(pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor(o.name, np.ascontiguousarray(result[o.name])) for o in spec.outputs]))

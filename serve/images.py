@@ -1,8 +1,10 @@
 """Decoding untrusted encoded images, for every Python-backend preprocessing model.
 
 One function, :func:`decode`, with the refusals every model needs: a bad image fails only
-its own request with a message naming the problem, and a decompression bomb is refused
-from its header, before a single pixel is decoded.
+its own request with a message naming the problem, and a decompression bomb (too many
+pixels) or an extreme aspect ratio is refused from its header, before a single pixel is
+decoded. The message tells an unrecognised file ("not a JPEG, PNG or WebP image") from a
+recognised but broken one ("corrupt or truncated PNG ...").
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 50_000_000
+# Longer side / shorter side. CLIP's shortest-side resize makes an S x (S * ratio)
+# intermediate: a 20000x1 PNG of 140 bytes became 224 x 4,480,000 pixels (15.6 s, 4 GiB RSS,
+# measured). 100 bounds that intermediate at 100 * S^2 pixels (5 MP at S = 224) and still
+# admits any real panorama.
+DEFAULT_MAX_ASPECT_RATIO = 100.0
+# The signatures that name a supported format even when Pillow cannot parse the header.
+SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"))
 
 # decode() applies its own pixel limit with a clearer message than Pillow's warning/error.
 Image.MAX_IMAGE_PIXELS = None
@@ -23,15 +32,30 @@ class ImageError(ValueError):
     """An input image that cannot be used; the message is sent back to the client."""
 
 
+def signature_format(data: bytes) -> str | None:
+    """"JPEG", "PNG" or "WEBP" when ``data`` starts with that format's signature, else None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in SIGNATURES if data.startswith(magic)), None)
+
+
 def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-           apply_exif_orientation: bool = False) -> Image.Image:
+           apply_exif_orientation: bool = False,
+           max_aspect_ratio: float | None = None) -> Image.Image:
     """Decode one JPEG, PNG or WebP file's bytes into a loaded Pillow image (mode unchanged).
+
+    Args:
+        max_aspect_ratio: refuse an image whose longer side is more than this many times its
+            shorter side (None: no bound). Set by models that resize the shorter side to a
+            fixed size (CLIP, ``DEFAULT_MAX_ASPECT_RATIO``), where the intermediate image
+            grows with the ratio; SAM 2 resizes straight to S x S and needs no bound.
 
     Raises:
         ImageError: empty bytes; more than ``max_bytes`` bytes; not a JPEG/PNG/WebP image;
-            more than ``max_pixels`` pixels (checked from the header: ``Image.open`` reads
-            only the header, so a decompression bomb costs nothing); a corrupt or truncated
-            file.
+            more than ``max_pixels`` pixels or an aspect ratio over ``max_aspect_ratio``
+            (both checked from the header: ``Image.open`` reads only the header, so a
+            decompression bomb costs nothing); a corrupt or truncated file of a recognised
+            format ("corrupt or truncated JPEG: ...").
     """
     if len(data) == 0:
         raise ImageError("empty image bytes")
@@ -43,11 +67,20 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DE
         if width * height > max_pixels:
             raise ImageError(f"image is {width}x{height} pixels, over the limit of "
                              f"{max_pixels} pixels (max_image_pixels); refused before decoding")
+        if max_aspect_ratio is not None and max(width, height) > max_aspect_ratio * min(width, height):
+            raise ImageError(f"image is {width}x{height} pixels, an aspect ratio over the limit "
+                             f"of {max_aspect_ratio:g}:1 (max_image_aspect_ratio); crop or pad "
+                             "it; refused before decoding")
         image.load()
     except ImageError:
         raise
     except UnidentifiedImageError:
+        recognised = signature_format(data)
+        if recognised:
+            raise ImageError(f"corrupt or truncated {recognised}: it starts with the {recognised} "
+                             "signature but its header cannot be parsed") from None
         raise ImageError("not a JPEG, PNG or WebP image (cannot identify the image format)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(f"corrupt or truncated image: {err}") from None
+        recognised = signature_format(data) or "image"
+        raise ImageError(f"corrupt or truncated {recognised}: {err}") from None
     return ImageOps.exif_transpose(image) if apply_exif_orientation else image

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tritonlens.client.base import InferenceError, ModelNotReadyError, ServerUnreachableError, TritonLensError
-from tritonlens.client.clip import ClipClient
+from tritonlens.client.clip import ClipClient, bytes_tensor
 from tritonlens.serve.launcher import free_port
 
 
@@ -26,13 +29,23 @@ def bad_images(photos, bomb_png) -> dict[str, tuple[bytes, str]]:
     """name -> (bytes, a phrase the server's error message must contain)."""
     jpeg = photos[0].read_bytes()
     return {
-        "truncated JPEG": (jpeg[: len(jpeg) // 3], "corrupt or truncated"),
-        "corrupt bytes": (b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4, "not a JPEG, PNG or WebP"),
+        "truncated JPEG": (jpeg[: len(jpeg) // 3], "corrupt or truncated JPEG"),
+        "truncated PNG": (png_bytes((64, 64))[:60], "corrupt or truncated PNG"),
+        "corrupt bytes after a JPEG signature": (b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4,
+                                                 "corrupt or truncated JPEG"),
         "empty bytes": (b"", "empty image bytes"),
         "a text file": (b"name,value\nfoo,1\n", "not a JPEG, PNG or WebP"),
         "a GIF (unsupported format)": (gif_bytes(), "not a JPEG, PNG or WebP"),
         "decompression bomb": (bomb_png, "over the limit"),
+        "20000x1 PNG": (png_bytes((20000, 1)), "aspect ratio over the limit of 100:1"),
+        "1x20000 PNG": (png_bytes((1, 20000)), "aspect ratio over the limit of 100:1"),
     }
+
+
+def png_bytes(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, "red").save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def gif_bytes() -> bytes:
@@ -49,6 +62,7 @@ def test_bad_images_fail_alone(server, photos, bomb_png, protocol):
         message = str(info.value)
         assert phrase in message, f"{name}: unexpected message {message!r}"
         assert "clip_preprocess" in message and "\n" not in message
+        assert info.value.status in ("StatusCode.INVALID_ARGUMENT", "400"), (name, info.value.status)
         # the next request is served normally
         assert len(client.classify(photos[1], top_k=2).labels) == 2
 
@@ -110,3 +124,82 @@ def test_client_errors_are_one_line(server, tmp_path):
         ClipClient(server.grpc_url, "grpc").check_ready("no_such_model")
     with pytest.raises(TritonLensError, match="cannot read image file"):
         ClipClient(server.grpc_url, "grpc").classify(tmp_path / "missing.jpg")
+
+
+def test_extreme_aspect_ratio_is_refused_fast(server, protocol):
+    """A 20000x1 PNG of 140 bytes cost clip_preprocess 15.6 s and 4 GiB (CLIP's shortest-side
+    resize made a 4.5-gigapixel-wide intermediate); now it is refused from its header."""
+    client = ClipClient(server.url(protocol), protocol)
+    for size in ((20000, 1), (1, 20000)):
+        start = time.perf_counter()
+        with pytest.raises(InferenceError, match="aspect ratio"):
+            client.classify(png_bytes(size))
+        assert time.perf_counter() - start < 3.0, size
+    assert client.classify(png_bytes((2000, 40)), top_k=1).labels  # 50:1 is served
+
+
+def status_of(protocol: str, call) -> str:
+    """The protocol status a stock tritonclient sees for a failing call."""
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException) as info:
+        call()
+    return str(info.value.status())
+
+
+def stock_infer(server, protocol: str, model: str, name: str, items: list[bytes]):
+    """A BYTES request [N, 1] from a stock tritonclient, no tritonlens code involved."""
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        import tritonclient.http as module
+    client = module.InferenceServerClient(server.url(protocol))
+    item = module.InferInput(name, [len(items), 1], "BYTES")
+    item.set_data_from_numpy(bytes_tensor(items))
+    return lambda: client.infer(model, [item])
+
+
+@pytest.mark.parametrize("model", ["clip_preprocess", "clip_classify", "clip_embed_image"])
+def test_bad_image_is_invalid_argument_directly_and_through_ensembles(server, protocol, model):
+    """Bad input is the caller's fault: gRPC INVALID_ARGUMENT / HTTP 400, not INTERNAL / 500
+    (before: every error raised in a Python model came back INTERNAL / 500)."""
+    expected = "StatusCode.INVALID_ARGUMENT" if protocol == "grpc" else "400"
+    assert status_of(protocol, stock_infer(server, protocol, model, "image", [b"not an image"])) \
+        == expected
+
+
+@pytest.mark.parametrize("model", ["clip_tokenize", "clip_embed_text"])
+def test_too_long_text_is_refused_fast_as_invalid_argument(server, protocol, model):
+    """A 10 MB text held clip_tokenize for 114 s; now it is refused before tokenizing."""
+    expected = "StatusCode.INVALID_ARGUMENT" if protocol == "grpc" else "400"
+    text = ("a photo of a cat " * 700_000).encode()[:10_000_000]
+    start = time.perf_counter()
+    assert status_of(protocol, stock_infer(server, protocol, model, "text", [text])) == expected
+    assert time.perf_counter() - start < 10.0
+    with pytest.raises(InferenceError, match="text 1 of the request: text is 2049 bytes, over "
+                                             "the limit of 2048 bytes"):
+        ClipClient(server.url(protocol), protocol).embed_texts(["a cat", "x" * 2049])
+
+
+def test_tokens_within_the_text_bound_equal_open_clip(server, clip_reference):
+    """The bound changes nothing below it: served token ids equal open_clip's, also for a
+    text long enough to be truncated to 77 tokens and for one exactly at the bound."""
+    tokenizer = clip_reference[2]
+    texts = ["a photo of a cat", "a photo of a " + "very " * 300 + "big dog",
+             "é" * 1024, "  Messy &amp; HTML&lt;3   text\twith\nwhitespace "]
+    client = ClipClient(server.grpc_url, "grpc")
+    result = client.infer("clip_tokenize", {"text": bytes_tensor([t.encode() for t in texts])})
+    np.testing.assert_array_equal(result.as_numpy("token_ids"), tokenizer(texts).numpy())
+
+
+def test_malformed_json_body_is_answered_by_triton_itself(server, photos):
+    """A body that is not JSON never reaches a model: Triton 2.51's HTTP frontend answers it
+    with 500 and "failed to parse the request JSON buffer" (a known limit, in the README:
+    Triton's code, not tritonlens'); the server goes on serving."""
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/clip_classify/infer",
+                                     data=b"{not json", headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=30)
+    assert info.value.code == 500
+    assert "failed to parse the request JSON" in info.value.read().decode()
+    assert ClipClient(server.http_url, "http").classify(photos[0], top_k=1).labels

@@ -77,11 +77,14 @@ def test_wrong_dtype_and_shape(server, cat, protocol):
 def test_bad_images(server, cat, protocol):
     client = Sam2Client(server.url(protocol), protocol)
     jpeg = cat.read_bytes()
-    for data, phrase in ((jpeg[: len(jpeg) // 3], "corrupt or truncated"),
-                         (b"\x89PNG\r\n\x1a\n" + bytes(200), "not a JPEG, PNG or WebP"),
+    for data, phrase in ((jpeg[: len(jpeg) // 3], "corrupt or truncated JPEG"),
+                         (b"\x89PNG\r\n\x1a\n" + bytes(200), "corrupt or truncated PNG"),
+                         (b"GIF89a" + bytes(200), "not a JPEG, PNG or WebP"),
                          (b"", "empty image bytes")):
-        with pytest.raises(InferenceError, match=phrase):
+        with pytest.raises(InferenceError, match=phrase) as info:
             client.segment(data, **GOOD)
+        # the caller's fault: gRPC INVALID_ARGUMENT / HTTP 400, not INTERNAL / 500
+        assert info.value.status in ("StatusCode.INVALID_ARGUMENT", "400"), info.value.status
     assert client.segment(jpeg, **GOOD).masks.shape == (3, 300, 451)
 
 
@@ -113,3 +116,21 @@ def test_bad_request_does_not_fail_a_concurrent_good_one(server, cat):
         results = [f.result() for f in futures]
     assert results[0].masks.shape == results[2].masks.shape == (3, 300, 451)
     assert all(isinstance(r, InferenceError) and "lone box corner" in str(r) for r in results[1::2])
+
+
+@pytest.mark.parametrize("model", ["sam2_preprocess", "sam2_frame_preprocess"])
+def test_bad_image_is_invalid_argument_directly(server, protocol, model):
+    """The preprocessing models themselves (the ensembles call them) answer a bad image with
+    INVALID_ARG; a 20000x1 PNG needs no refusal there (straight S x S resize, 0.2 s)."""
+    import io
+
+    from PIL import Image
+
+    client = Sam2Client(server.url(protocol), protocol)
+    with pytest.raises(InferenceError, match="corrupt or truncated PNG") as info:
+        client.infer(model, {"image": bytes_tensor([b"\x89PNG\r\n\x1a\n" + bytes(64)]).reshape(1)})
+    assert info.value.status in ("StatusCode.INVALID_ARGUMENT", "400"), info.value.status
+    buffer = io.BytesIO()
+    Image.new("RGB", (20000, 1), "red").save(buffer, "PNG")
+    result = client.infer(model, {"image": bytes_tensor([buffer.getvalue()]).reshape(1)})
+    assert list(result.as_numpy("orig_size")) == [1, 20000]

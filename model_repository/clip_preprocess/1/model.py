@@ -18,9 +18,13 @@ EXIF orientation is NOT applied, because open_clip does not apply it (``Image.op
 the stored orientation); set the config parameter ``apply_exif_orientation`` to "true" to
 rotate photos as cameras meant them (then results differ from open_clip for such photos).
 
-Bad input fails only its own request with a message naming the problem: empty bytes, bytes
-that are not a JPEG/PNG/WebP image, a truncated file, more than ``max_image_bytes`` bytes,
-or more than ``max_image_pixels`` pixels (a decompression bomb is refused before decoding).
+Bad input fails only its own request (gRPC INVALID_ARGUMENT / HTTP 400) with a message
+naming the problem: empty bytes, bytes that are not a JPEG/PNG/WebP image, a corrupt or
+truncated file, more than ``max_image_bytes`` bytes, more than ``max_image_pixels`` pixels
+(a decompression bomb is refused before decoding), or a longer side more than
+``max_image_aspect_ratio`` (default 100) times the shorter one, also refused from the
+header: the shortest-side resize would otherwise build an S x (S * ratio) intermediate
+(a 140-byte 20000x1 PNG cost 15.6 s and 4 GiB).
 """
 
 import json
@@ -29,7 +33,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from PIL import Image
 
-from tritonlens.serve.images import ImageError, decode
+from tritonlens.serve.errors import error_response
+from tritonlens.serve.images import DEFAULT_MAX_ASPECT_RATIO, ImageError, decode
 
 FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 
@@ -61,6 +66,8 @@ class TritonPythonModel:
         self.max_bytes = int(params.get("max_image_bytes", 64 * 1024 * 1024))
         self.max_pixels = int(params.get("max_image_pixels", 50_000_000))
         self.exif = params.get("apply_exif_orientation", "false").lower() == "true"
+        self.max_aspect_ratio = float(params.get("max_image_aspect_ratio",
+                                                 DEFAULT_MAX_ASPECT_RATIO))
 
     def execute(self, requests):
         responses = []
@@ -70,7 +77,8 @@ class TritonPythonModel:
                 pixels = []
                 for index, item in enumerate(images.reshape(-1)):
                     try:
-                        image = decode(bytes(item), self.max_bytes, self.max_pixels, self.exif)
+                        image = decode(bytes(item), self.max_bytes, self.max_pixels, self.exif,
+                                       self.max_aspect_ratio)
                         pixels.append(clip_transform(image, self.size, self.resize_mode,
                                                      self.resample))
                     except ImageError as err:
@@ -78,6 +86,5 @@ class TritonPythonModel:
                 out = pb_utils.Tensor("pixels", np.stack(pixels))
                 responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
             except ImageError as err:
-                responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"clip_preprocess: {err}")))
+                responses.append(error_response(pb_utils, f"clip_preprocess: {err}"))
         return responses

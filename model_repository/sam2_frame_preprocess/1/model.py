@@ -8,7 +8,7 @@ The frame is prepared exactly as ``SAM2VideoPredictor.init_state`` loads frames
 /255, ImageNet mean/std), so served tracking equals the offline predictor on the same
 JPEG bytes. (The image path's ``sam2_preprocess`` uses sam2's image transform, a torch
 antialiased bilinear resize: slightly different pixels.) A frame that cannot be decoded
-fails only its own request.
+fails only its own request, as INVALID_ARG (gRPC INVALID_ARGUMENT / HTTP 400).
 """
 
 import json
@@ -18,6 +18,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 from PIL import Image
 
+from tritonlens.serve.errors import error_response
 from tritonlens.serve.sam2.frames import FrameError, decode_frame, frame_pixels
 
 
@@ -44,6 +45,5 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("pixels", pixels), pb_utils.Tensor("orig_size", size)]))
             except FrameError as err:
-                responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"sam2_frame_preprocess: {err}")))
+                responses.append(error_response(pb_utils, f"sam2_frame_preprocess: {err}"))
         return responses
