@@ -44,6 +44,7 @@ from tritonlens.client.demo import DEMO_LABELS, write_sample_photos
 from tritonlens.client.sam2 import Sam2Client, mask_iou
 from tritonlens.export.clip import ClipExportOptions, export_clip
 from tritonlens.export.clip.export import read_lines
+from tritonlens.export.onnx_variants import INT8_FORMAT, host_isa
 from tritonlens.serve import TritonServer
 
 TEMPLATES = ["a photo of a {}.", "a blurry photo of a {}.", "a close-up photo of a {}."]
@@ -260,11 +261,14 @@ def main() -> None:
         results.append(measure_variant(args.family, variant, args, photos, tool))
         (args.out / "raw.json").write_text(json.dumps(results, indent=1))
     summary = summarise(results)
+    # int8 agreement and speed depend on the CPU's int8 kernels: name the ISA and the format.
+    summary.update(isa=host_isa(), int8_format=INT8_FORMAT)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     title = (f"CLIP {args.model} zero-shot (`clip_classify`, gRPC)" if args.family == "clip"
              else f"SAM 2 {args.sam2_config} at {args.sam2_size} px (`sam2_segment`, one click, gRPC)")
     table = markdown(summary, title + f", concurrency {args.concurrency}; "
-                     "whole server = tritonserver + stubs")
+                     f"whole server = tritonserver + stubs; ISA {summary['isa']}, int8 "
+                     f"{INT8_FORMAT}")
     (args.out / "profiles.md").write_text(table)
     print(table)
 
