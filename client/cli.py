@@ -26,7 +26,8 @@ from rich.table import Table
 
 from tritonlens.bench.cli import bench
 from tritonlens.client.base import TritonClient, TritonLensError
-from tritonlens.client.options import DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console, fail
+from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console, fail,
+                                       run_at_boundary)
 from tritonlens.client.plugins import load_plugins
 
 app = typer.Typer(
@@ -205,7 +206,7 @@ def main() -> None:
         export_app.command(plugin.name)(plugin.export)
         for name, command in plugin.commands.items():
             app.command(name)(command)
-    app()
+    run_at_boundary(app)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,48 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def run_at_boundary(app: Callable[[], None]) -> None:
+    """Run the command line; an error that escapes a command becomes one line and exit 1.
+
+    Commands report their own errors with :func:`fail`; this is the boundary for what they
+    do not catch: a ``TritonLensError`` (bad ``--url``, unreachable server) or a Triton error
+    answer (``InferenceServerException``) is printed as is;
+    an ``OSError`` (e.g. an output folder that does not exist) names the file; anything else
+    is a tritonlens bug, printed on one line with its type. Ctrl-C exits 130 quietly.
+    """
+    from tritonclient.utils import InferenceServerException
+
+    from tritonlens.client.base import TritonLensError, one_line
+
+    try:
+        app()
+    except TritonLensError as err:
+        message = str(err)
+    except InferenceServerException as err:  # a server answer no command translated
+        message = f"the Triton server answered: {one_line(err)}"
+    except OSError as err:
+        message = f"{err.filename or ''}: {err.strerror or err}".lstrip(": ")
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as err:  # noqa: BLE001 - the boundary: no traceback for the user
+        message = (f"unexpected {type(err).__name__}: {' '.join(str(err).split())} "
+                   "(a tritonlens bug: please report it with the command line)")
+    else:
+        return
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise SystemExit(1)
+
+
+def check_output_path(path: Path | None, option: str) -> None:
+    """Fail before any work when ``path``'s folder does not exist or ``path`` is a folder."""
+    if path is None:
+        return
+    if path.is_dir():
+        fail(f"{option} {path} is a folder: give a file name")
+    if not path.parent.is_dir():
+        fail(f"{option} {path}: folder {path.parent} does not exist; create it first")
+
+
 def check_protocol(protocol: str) -> str:
     """Lower-cased protocol, or a clear error."""
     protocol = protocol.lower()

@@ -84,3 +84,73 @@ def test_serve_starts_and_stops_cleanly_on_sigterm(repo, tmp_path):
         process.kill()
     assert "ready" in out and f"127.0.0.1:{port}" in out
     assert "tritonserver stopped (exit code 0)" in out, err
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    """Exit 1, no traceback, and one 'error:' line naming the problem and the fix."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for phrase in phrases:
+        assert phrase in " ".join(result.stderr.split()), result.stderr
+
+
+def test_top_k_zero_is_one_line(server, photos):
+    assert_one_line_error(run("classify", str(photos[0]), "--top-k", "0", "--url", server.grpc_url),
+                          "--top-k must be at least 1")
+
+
+def test_missing_output_folder_fails_before_any_work(server, photos, tmp_path):
+    missing = tmp_path / "nonexistent" / "m.png"
+    assert_one_line_error(run("segment", str(photos[0]), "--point", "10,10", "--out", str(missing),
+                              "--url", server.grpc_url), "does not exist", "--out")
+    assert_one_line_error(run("embed", "--text", "a cat", "--out", str(missing),
+                              "--url", server.grpc_url), "does not exist", "--out")
+
+
+def test_embed_out_writes_the_named_file(server, tmp_path):
+    """`--out emb` wrote emb.npy while saying it wrote emb; now it writes what it names."""
+    import numpy as np
+
+    out = tmp_path / "emb"
+    result = run("embed", "--text", "a cat", "--text", "a dog", "--out", str(out),
+                 "--url", server.grpc_url)
+    assert result.returncode == 0, result.stderr
+    assert f"to {out}" in " ".join(result.stdout.split())
+    assert not (tmp_path / "emb.npy").exists()
+    assert np.load(out).shape[0] == 2
+
+
+def test_wrong_port_or_url_form_names_the_fix(server, photos):
+    image = str(photos[0])
+    # the metrics port over HTTP: was rapidjson.JSONDecodeError
+    metrics = f"{server.host}:{server.metrics_port}"
+    assert_one_line_error(run("classify", image, "--url", metrics, "-p", "http"),
+                          "not as Triton's http endpoint", "metrics port")
+    # gRPC to the HTTP port: was "no Triton server"
+    assert_one_line_error(run("classify", image, "--url", server.http_url),
+                          "speaks HTTP/1.x, not gRPC", "--protocol http")
+    # HTTP to the gRPC port
+    assert_one_line_error(run("classify", image, "--url", server.grpc_url, "-p", "http"),
+                          "is it the gRPC port?", "--protocol grpc")
+    assert_one_line_error(run("status", "--url", f"https://{server.http_url}"), "TLS")
+    # a scheme is accepted (was a tritonclient traceback plus an AttributeError in __del__)
+    result = run("classify", image, "-k", "1", "--json", "--url", f"http://{server.http_url}",
+                 "-p", "http")
+    assert result.returncode == 0 and "Exception ignored" not in result.stderr, result.stderr
+
+
+def test_exported_but_not_loaded_says_load_it(repo, photos, tmp_path):
+    """A model in the repository but not loaded (explicit model control) was told 'export it'."""
+    from tritonlens.serve import TritonServer
+
+    with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0,
+                      model_control_mode="explicit", load_models=["clip_tokenize"],
+                      log_file=tmp_path / "server.log") as server:
+        result = run("classify", str(photos[0]), "--url", server.grpc_url)
+        assert_one_line_error(result, "'clip_classify' is in the repository", "not loaded",
+                              "--load-model clip_classify")
+        assert "export it" not in result.stderr
+        assert_one_line_error(run("classify", str(photos[0]), "--prefix", "nope",
+                                  "--url", server.grpc_url), "not in the repository", "export it")

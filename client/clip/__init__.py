@@ -119,11 +119,12 @@ class ClipClient(TritonClient):
         """Top-k labels of one image (bytes or a path).
 
         Raises:
+            ValueError: ``top_k`` < 1.
             TritonLensError: unreadable file, unreachable server, or the server refused the
                 image (the message says why: corrupt, not an image, too large ...).
         """
         if top_k < 1:
-            raise ValueError("top_k must be at least 1")
+            raise ValueError(f"top_k must be at least 1, not {top_k}")
         result = self.infer(self.classify_model, {"image": bytes_tensor([read_image(image)])},
                             outputs=["probabilities"], class_count=top_k)
         source = "#0" if isinstance(image, bytes) else str(image)

@@ -13,8 +13,9 @@ from rich.table import Table
 
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.clip import Classification, ClipClient, map_concurrent
-from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console,
-                                       err_console, fail, run_export, warn_random_weights)
+from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_output_path,
+                                       check_protocol, console, err_console, fail, run_export,
+                                       warn_random_weights)
 from tritonlens.client.plugins import Plugin
 
 CLIP_MODELS = ("clip_preprocess", "clip_image_encoder", "clip_tokenize", "clip_text_encoder",
@@ -101,6 +102,8 @@ def classify(
     Images are sent concurrently, one request each, so Triton's dynamic batcher groups
     them. A bad image fails alone, with the server's reason; the exit code is 1 if any did.
     """
+    if top_k < 1:
+        fail(f"--top-k must be at least 1, not {top_k}")
     client = ClipClient(url, check_protocol(protocol), prefix=prefix)
     try:
         client.check_ready(client.classify_model)
@@ -130,7 +133,8 @@ def classify(
 def embed(
     image: Annotated[list[Path] | None, typer.Option("--image", help="Image file (repeatable)")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="Text (repeatable)")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the embeddings as .npy [N, D]")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Write the embeddings here, in .npy format, FP32 [N, D] (the name is kept as given)")] = None,
     url: Url = None,
     protocol: Protocol = "grpc",
     prefix: Annotated[str, typer.Option(help="Model-name prefix of the export")] = "clip",
@@ -141,6 +145,7 @@ def embed(
     """
     if not image and not text:
         fail("give --image FILE and/or --text TEXT")
+    check_output_path(out, "--out")
     client = ClipClient(url, check_protocol(protocol), prefix=prefix)
     try:
         client.check_ready(*([client.embed_image_model] if image else []),
@@ -166,8 +171,9 @@ def embed(
             table.add_row(str(name), *(f"{v:.4f}" for v in row))
         console.print(table)
     if out:
-        np.save(out, embeddings)
-        console.print(f"wrote {embeddings.shape} to {out}")
+        with open(out, "wb") as file:  # np.save(path) would append ".npy" to other names
+            np.save(file, embeddings)
+        console.print(f"wrote {embeddings.shape} to {out}", highlight=False)
 
 
 plugin = Plugin(

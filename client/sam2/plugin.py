@@ -11,8 +11,9 @@ from rich.table import Table
 
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.clip import read_image
-from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console,
-                                       fail, run_export, warn_random_weights)
+from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_output_path,
+                                       check_protocol, console, fail, run_export,
+                                       warn_random_weights)
 from tritonlens.client.plugins import Plugin
 from tritonlens.client.sam2 import Sam2Client, prompt_arrays
 from tritonlens.client.sam2.track_cli import track  # tritonlens track (issue 5)
@@ -122,6 +123,8 @@ def segment(
     box_corners = parse_box(box) if box else None
     if not points and box_corners is None:
         fail("give at least one --point x,y[,label] or a --box x0,y0,x1,y1")
+    check_output_path(out, "--out")
+    check_output_path(overlay, "--overlay")
     client = Sam2Client(url, check_protocol(protocol))
     try:
         data = read_image(image)
