@@ -261,6 +261,8 @@ class TritonServer:
             inferences (s; Triton's default is 30). ``stop()`` kills the process group when
             the server is still there ``exit_timeout + 15`` s after SIGINT.
         extra_args: more ``tritonserver`` flags, passed through unchanged.
+        watch_stubs: run :class:`~tritonlens.serve.health.StubMonitor` (not in ``poll``
+            mode): a model whose Python-backend stub died is reloaded within seconds.
 
     Start it from the main thread: the server gets SIGTERM when the thread that started it
     dies (``PR_SET_PDEATHSIG``); from another thread that protection is skipped, with a
@@ -290,6 +292,7 @@ class TritonServer:
         restricted_apis: tuple[str, ...] | list[str] = RESTRICTED_APIS,
         exit_timeout: int = 5,
         extra_args: tuple[str, ...] | list[str] = (),
+        watch_stubs: bool = True,
     ):
         self.model_repository = Path(model_repository).resolve()
         if not self.model_repository.is_dir():
@@ -316,6 +319,8 @@ class TritonServer:
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen | None = None
         self._log_handle = None
+        self.watch_stubs = watch_stubs  # serve/health.py: reload a model whose stub died
+        self.stub_monitor = None
 
     # -- endpoints -------------------------------------------------------------------
     @property
@@ -350,7 +355,9 @@ class TritonServer:
             "--strict-readiness=true",
             "--exit-on-error=false",
             f"--exit-timeout-secs={self.exit_timeout}",
-            f"--model-control-mode={self.model_control_mode}",
+            # "none" runs as explicit + --load-model=* (same models) so that serve/health.py
+            # can reload a model whose stub died; Triton refuses loads in "none".
+            f"--model-control-mode={'explicit' if self.model_control_mode == 'none' else self.model_control_mode}",
             f"--log-verbose={self.log_verbose}",
         ]
         cmd += [f"--backend-config={name},shm-region-prefix-name={self.shm_prefix}{name}_"
@@ -360,6 +367,7 @@ class TritonServer:
             cmd += [f"--http-restricted-api={apis}:{API_KEY_HEADER}={self.api_key}",
                     f"--grpc-restricted-protocol={apis}:{API_KEY_HEADER}={self.api_key}"]
         cmd += [f"--load-model={name}" for name in self.load_models]
+        cmd += ["--load-model=*"] if self.model_control_mode == "none" else []
         return cmd + self.extra_args
 
     def start(self) -> "TritonServer":
@@ -392,6 +400,10 @@ class TritonServer:
             failures = self.model_failures()
             if failures and self.require_all_models:
                 raise ModelLoadError(failures)
+            if self.watch_stubs and self.model_control_mode != "poll":
+                from tritonlens.serve.health import StubMonitor
+                self.stub_monitor = StubMonitor(self.process.pid, self.model_repository, self.http_url,
+                                                headers={API_KEY_HEADER: self.api_key}).start()
         except BaseException:
             self.stop()
             raise
@@ -454,6 +466,8 @@ class TritonServer:
         """
         if self.process is None:
             return None
+        if self.stub_monitor is not None:
+            self.stub_monitor.stop()
         code = self.process.poll()
         if code is None:
             self.process.send_signal(signal.SIGINT)
