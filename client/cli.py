@@ -166,6 +166,9 @@ def status(url: Url = None, protocol: Protocol = "http") -> None:
         if model.get("state") == "READY":
             config = conn.get_model_config(model["name"], **({"as_json": True} if client.protocol == "grpc" else {}))
             details[model["name"]] = model_details(config.get("config", config))
+            restart = config.get("config", config).get("parameters", {}).get("tritonlens.stub_restart")
+            if restart:  # serve/health.py reloaded this model after one of its stubs died
+                model["reason"] = f"recovered: {restart.get('string_value', '')}"
     console.print(f"server {client.url}: live, {'ready' if conn.is_server_ready() else 'NOT ready'}")
     print_models(models, details)
     memory = psutil.virtual_memory()
