@@ -69,10 +69,9 @@ def test_default_format_stores_u8_weights(tmp_path):
     matmul_model(path, np.random.default_rng(2).normal(0, 0.05, (64, 32)))
     quantize_int8(path)
     model = onnx.load(str(path))
-    assert [n.op_type for n in model.graph.node if "Integer" in n.op_type] == ["MatMulInteger"]
+    (matmul,) = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
     weights = {i.name: i for i in model.graph.initializer}
-    quantized = weights[model.graph.node[[n.op_type for n in model.graph.node].index("MatMulInteger")].input[1]]
-    assert quantized.data_type == TensorProto.UINT8
+    assert weights[matmul.input[1]].data_type == TensorProto.UINT8
 
 
 def test_int8_configs_record_format_and_reason():
