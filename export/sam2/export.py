@@ -356,8 +356,11 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     prompt_inputs = [Tensor("point_coords", "fp32", (-1, 2)), Tensor("point_labels", "int32", (-1,)),
                      orig_size, Tensor("multimask_output", "bool", (1,), optional=True),
                      Tensor("mask_input", "fp32", (1, low_res, low_res), optional=True)]
+    # image_embedding (optional, unread) orders sam2_prompts after the encoder in sam2_segment:
+    # Triton 2.51 leaks an ensemble request whose step fails while a sibling step is still
+    # running (shutdown then waits on its "in-flight inferences"), so no two steps run at once.
     config = model_config(
-        "sam2_prompts", "python", prompt_inputs,
+        "sam2_prompts", "python", [*prompt_inputs, Tensor(one[0].name, "fp32", one[0].dims, optional=True)],
         [Tensor("checked_" + t.name, t.dtype, t.dims) for t in decoder_inputs[3:8]],
         max_batch_size=1, parameters={**common, "mask_input_size": str(low_res)})
     unbatched(config)
@@ -377,7 +380,7 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     encode = Step("sam2_image_encoder", {"pixels": "pixels"}, encoder_map)
     segment = ensemble_config(
         "sam2_segment", [image, *prompt_inputs[:2], prompt_inputs[3]], results,
-        [preprocess, encode, prompts("multimask_output"), decode], max_batch_size=0)
+        [preprocess, encode, prompts("multimask_output", "image_embedding"), decode], max_batch_size=0)
     write_model(repo, segment)
     write_model(repo, ensemble_config("sam2_embed_image", [image], [*one, orig_size],
                                       [preprocess, encode], max_batch_size=0))
