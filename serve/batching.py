@@ -102,7 +102,9 @@ def run_batched(
 
     Returns:
         Per request, in order: its outputs (name -> ``[b_i, *dims]``), or the exception that
-        its group raised (the caller turns it into that request's error response).
+        running it raised (the caller turns it into that request's error response). When a
+        group of several requests fails, each is run again alone, so one bad request (say,
+        token ids out of the vocabulary) fails alone and its neighbours get their outputs.
     """
     results: list[dict[str, np.ndarray] | Exception] = [None] * len(requests)  # type: ignore
     groups: dict[tuple, list[int]] = {}
@@ -112,35 +114,46 @@ def run_batched(
         else:
             key = ("request", i)
         groups.setdefault(key, []).append(i)
-    for members in groups.values():
+
+    def run_alone(i: int) -> None:
         try:
-            if len(members) == 1:
-                outputs = run(requests[members[0]])
-                results[members[0]] = outputs
-                continue
+            results[i] = run(requests[i])
+        except Exception as err:  # noqa: BLE001 - reported per request, never raised
+            results[i] = err
+
+    for members in groups.values():
+        if len(members) == 1:
+            run_alone(members[0])
+            continue
+        try:
             names = requests[members[0]].keys()
             stacked = {n: np.concatenate([requests[i][n] for i in members]) for n in names}
             outputs = run(stacked)
-            start = 0
+        except Exception:  # noqa: BLE001 - find the request(s) at fault
             for i in members:
-                b = next(iter(requests[i].values())).shape[0]
-                results[i] = {n: v[start:start + b] for n, v in outputs.items()}
-                start += b
-        except Exception as err:  # noqa: BLE001 - reported per request, never raised
-            for i in members:
-                results[i] = err
+                run_alone(i)
+            continue
+        start = 0
+        for i in members:
+            b = next(iter(requests[i].values())).shape[0]
+            results[i] = {n: v[start:start + b] for n, v in outputs.items()}
+            start += b
     return results
 
 
-def execute_requests(pb_utils, spec: ModelSpec, requests, run, engine: str):
+def execute_requests(pb_utils, spec: ModelSpec, requests, run, engine: str,
+                     caller_errors: tuple[type[BaseException], ...] = (ValueError,)):
     """The whole ``execute()`` of a Python-based backend: one response per request, in order.
 
     Reads each request's inputs (checking them with :func:`check_input`), runs the valid ones
     through :func:`run_batched`, and answers every request either with its outputs or with a
     ``TritonError`` that names the model and the problem: a missing input or a wrong dtype or
     shape is the caller's mistake (INVALID_ARG: gRPC INVALID_ARGUMENT, HTTP 400); a failure of
-    the engine itself is INTERNAL (gRPC INTERNAL, HTTP 500). ``pb_utils`` is Triton's
-    ``triton_python_backend_utils`` module (importable only inside the stub, hence passed in).
+    the engine itself is INTERNAL (gRPC INTERNAL, HTTP 500), unless the engine raised one of
+    ``caller_errors`` (the engine's own "invalid argument" for input values it cannot take,
+    e.g. onnxruntime's ``InvalidArgument`` for token ids outside the vocabulary): then it is
+    INVALID_ARG too. ``pb_utils`` is Triton's ``triton_python_backend_utils`` module
+    (importable only inside the stub, hence passed in).
     """
     batched = spec.max_batch_size > 0
     per_request, problems = [], []
@@ -165,8 +178,10 @@ def execute_requests(pb_utils, spec: ModelSpec, requests, run, engine: str):
             responses.append(error_response(pb_utils, f"{spec.name}: {problem}"))
             continue
         if isinstance(result, Exception):
-            responses.append(error_response(pb_utils, f"{spec.name}: {engine} failed: {result}",
-                                            invalid_argument=False))
+            caller = isinstance(result, caller_errors)
+            what = f"{engine} refused the input" if caller else f"{engine} failed"
+            responses.append(error_response(pb_utils, f"{spec.name}: {what}: {result}",
+                                            invalid_argument=caller))
             continue
         responses.append(pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor(o.name, np.ascontiguousarray(result[o.name])) for o in spec.outputs]))

@@ -203,3 +203,33 @@ def test_malformed_json_body_is_answered_by_triton_itself(server, photos):
     assert info.value.code == 500
     assert "failed to parse the request JSON" in info.value.read().decode()
     assert ClipClient(server.http_url, "http").classify(photos[0], top_k=1).labels
+
+
+def test_token_ids_outside_the_vocabulary_fail_alone_as_invalid_argument(server, protocol):
+    """clip_text_encoder called directly with ids outside CLIP's 49408-token vocabulary:
+    onnxruntime's own INVALID_ARGUMENT becomes INVALID_ARGUMENT / 400 (was INTERNAL / 500),
+    and good requests batched with the bad one still get their embeddings (a failed batch
+    is run again request by request)."""
+    client = ClipClient(server.url(protocol), protocol)
+    good = client.infer("clip_tokenize", {"text": bytes_tensor([b"a photo of a cat"])})
+    good_ids = good.as_numpy("token_ids")
+    expected = client.infer("clip_text_encoder", {"token_ids": good_ids}).as_numpy("embedding")
+    bad_ids = np.full_like(good_ids, 10**9)
+
+    def call(ids):
+        try:
+            return client.infer("clip_text_encoder", {"token_ids": ids}).as_numpy("embedding")
+        except InferenceError as err:
+            return err
+
+    items = [good_ids, bad_ids] * 6
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, items))
+    for ids, result in zip(items, results):
+        if ids is bad_ids:
+            assert isinstance(result, InferenceError), result
+            assert "onnxruntime refused the input" in str(result) and "out of data bounds" in str(result)
+            assert result.status in ("StatusCode.INVALID_ARGUMENT", "400"), result.status
+        else:
+            assert not isinstance(result, Exception), result
+            np.testing.assert_allclose(result, expected, atol=1e-5)

@@ -19,6 +19,7 @@ onnxruntime-gpu such an instance fails to load with that fix named (never a sile
 import os
 
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 import triton_python_backend_utils as pb_utils
 
 from tritonlens.serve.batching import execute_requests, read_model_config
@@ -67,4 +68,7 @@ class TritonPythonModel:
         return dict(zip(self.output_names, outputs))
 
     def execute(self, requests):
-        return execute_requests(pb_utils, self.spec, requests, self._run, "onnxruntime")
+        # onnxruntime's INVALID_ARGUMENT (e.g. an index outside an embedding table) is the
+        # caller's input: INVALID_ARG, not INTERNAL.
+        return execute_requests(pb_utils, self.spec, requests, self._run, "onnxruntime",
+                                caller_errors=(ValueError, InvalidArgument))
