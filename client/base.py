@@ -231,8 +231,10 @@ class TritonClient:
         try:
             index = self.connection.get_model_repository_index(
                 **({"as_json": True} if self.protocol == "grpc" else {}))
-        except Exception:  # noqa: BLE001 - the reason is a courtesy
-            index = []
+        except Exception as err:  # noqa: BLE001 - e.g. a restricted API without its key
+            return (f"model {model!r} is not ready on {self.url}, and the server's repository "
+                    f"index cannot be read to say why ({one_line(err)}): check the server log "
+                    "or `tritonlens status` on the server's host")
         entries = index.get("models", []) if isinstance(index, dict) else index
         entry = next((m for m in entries if m.get("name") == model), None)
         if entry is None:
