@@ -103,12 +103,16 @@ def reference_track(weights: dict, image_size: int, jpegs: list[bytes],
 
 
 SHORT_IDLE_S = 3.0
+# The stream-limit test's tracker: 2 streams, a long idle limit (nothing is evicted while
+# the test runs, however slow the host).
+FEW_STREAMS = 2
 
 
 def export_short_idle_tracker(repo: Path, checkpoint: Path, config: str, image_size: int) -> None:
-    """A second tracker + ensemble (``sam2_track_short_idle``) with a 3 s idle limit, for
-    the eviction test (the main one keeps the default 60 s so slow CI hosts never evict a
-    live stream)."""
+    """Two more trackers + ensembles: ``sam2_track_short_idle`` with a 3 s idle limit and 4
+    streams, for the eviction test (the main one keeps the default 60 s so slow CI hosts
+    never evict a live stream), and ``sam2_track_few_streams`` with FEW_STREAMS streams and
+    the default idle limit, for the stream-limit test."""
     from tritonlens.export.sam2.export import load_sam2, resolve_config
     from tritonlens.export.sam2.tracker import TrackerExportOptions, export_sam2_tracker
 
@@ -117,3 +121,7 @@ def export_short_idle_tracker(repo: Path, checkpoint: Path, config: str, image_s
         sam2_config=resolve_config(config)[0], image_size=image_size, threads=1,
         idle_us=int(SHORT_IDLE_S * 1e6), max_streams=4,
         tracker="sam2_tracker_short_idle", ensemble="sam2_track_short_idle"))
+    export_sam2_tracker(sam, repo, TrackerExportOptions(
+        sam2_config=resolve_config(config)[0], image_size=image_size, threads=1,
+        max_streams=FEW_STREAMS, tracker="sam2_tracker_few_streams",
+        ensemble="sam2_track_few_streams"))

@@ -3,6 +3,7 @@ keeps serving (the next good request, and a good request running at the same tim
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from tritonlens.client.base import InferenceError
 from tritonlens.client.clip import bytes_tensor
 from tritonlens.client.sam2 import Sam2Client
+from tritonlens.serve.sam2.prompts import MAX_POINTS_PER_OBJECT
 
 GOOD = dict(points=[(200.0, 150.0)])  # inside every sample photo
 
@@ -29,8 +31,12 @@ def bad_prompts(width: int, height: int) -> dict[str, tuple[dict, str]]:
         "box past the bottom": (dict(box=(10, 10, 50, height + 40)), "outside the"),
         "no points": (dict(points=[]), "no prompt"),
         "a lone box corner": (dict(points=[(10, 10)], labels=[2]), "lone box corner"),
-        "box corners not first": (dict(points=[(5, 5), (10, 10), (40, 40)], labels=[1, 2, 3]),
-                                  "first two points"),
+        "box with x1 < x0": (dict(box=(300, 20, 100, 200)), "x0 <= x1 and y0 <= y1"),
+        "box with y1 < y0": (dict(box=(10, 200, 100, 20)), "x0 <= x1 and y0 <= y1"),
+        "two boxes": (dict(points=[(1, 1), (5, 5), (6, 6), (9, 9)], labels=[2, 3, 2, 3]),
+                      "more than one box"),
+        "too many points": (dict(points=[(10, 10)] * (MAX_POINTS_PER_OBJECT + 1)),
+                            f"at most {MAX_POINTS_PER_OBJECT} points per object"),
         "unknown label": (dict(points=[(10, 10)], labels=[7]), "point label 7"),
         "not a number": (dict(points=[(float("nan"), 10)]), "non-finite"),
     }
@@ -116,6 +122,37 @@ def test_bad_request_does_not_fail_a_concurrent_good_one(server, cat):
         results = [f.result() for f in futures]
     assert results[0].masks.shape == results[2].masks.shape == (3, 300, 451)
     assert all(isinstance(r, InferenceError) and "lone box corner" in str(r) for r in results[1::2])
+
+
+def test_huge_point_request_is_refused_quickly(server, cat, protocol):
+    """[20000, 2] points (a 160 kB request) once got the decoder's stub OOM-killed and
+    tritonserver with it; now sam2_prompts refuses it before the decoder runs."""
+    client = Sam2Client(server.url(protocol), protocol)
+    photo = cat.read_bytes()
+    coords = np.random.default_rng(0).uniform(10, 290, (20000, 2)).astype(np.float32)
+    start = time.perf_counter()
+    with pytest.raises(InferenceError, match="20000 points in one request: at most "
+                                             f"{MAX_POINTS_PER_OBJECT} points per object"):
+        client.infer("sam2_segment", raw_request(photo, coords, np.ones(20000, np.int32)))
+    assert time.perf_counter() - start < 10  # the image encoder runs first (ensemble order)
+    assert server.is_ready()
+    good = client.segment(cat, **GOOD)
+    assert good.masks.shape == (3, 300, 451)
+
+
+def test_box_after_clicks_is_moved_first(server, cat):
+    """Same vocabulary as the tracker: a box may come after the clicks; it is moved first,
+    where SAM 2 puts it, so the answer equals the box-first request."""
+    client = Sam2Client(server.grpc_url, "grpc")
+    photo = cat.read_bytes()
+    box_first = client.infer("sam2_segment", raw_request(
+        photo, np.array([[40, 30], [400, 280], [200, 150]], np.float32),
+        np.array([2, 3, 1], np.int32)))
+    box_last = client.infer("sam2_segment", raw_request(
+        photo, np.array([[200, 150], [40, 30], [400, 280]], np.float32),
+        np.array([1, 2, 3], np.int32)))
+    for name in ("iou_scores", "masks"):
+        np.testing.assert_array_equal(box_first.as_numpy(name), box_last.as_numpy(name))
 
 
 @pytest.mark.parametrize("model", ["sam2_preprocess", "sam2_frame_preprocess"])

@@ -50,6 +50,11 @@ def export(
     device: Annotated[str, typer.Option(
         help="cpu or gpu: instance groups KIND_CPU or KIND_GPU for the image encoder, prompt "
              "decoder and tracker (image decoding and prompt checks stay on the CPU)")] = "cpu",
+    max_streams: Annotated[int, typer.Option(
+        help="Video streams the tracker holds at once; a new stream beyond it is refused "
+             "with a clear error (not queued)")] = 64,
+    stream_idle_seconds: Annotated[float, typer.Option(
+        help="A video stream with no frame for this long is evicted and its state freed")] = 60.0,
 ) -> None:
     """Export SAM 2 (image segmentation) into a Triton model repository.
 
@@ -68,7 +73,8 @@ def export(
                                     fmt=format.lower(), max_batch_size=max_batch_size,
                                     threads=threads, seed=seed, precision=precision.lower(),
                                     profile=profile.lower(), instance_count=instances, video=video,
-                                    device=device.lower())
+                                    device=device.lower(), max_streams=max_streams,
+                                    stream_idle_seconds=stream_idle_seconds)
         run_export("SAM 2", export_sam2, options, repo)
     except ExportError as err:
         fail(str(err))

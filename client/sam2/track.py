@@ -27,10 +27,19 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from tritonlens.client.base import TritonClient, TritonLensError
+from tritonlens.client.base import InferenceError, TritonClient, TritonLensError
 
 ENSEMBLE = "sam2_track"
 OUTPUTS = ("object_ids", "masks", "mask_logits", "object_scores", "frame_index")
+# Triton's correlation IDs are uint64 (0 means "no sequence") or strings.
+MAX_SEQUENCE_ID = 2 ** 64 - 1
+# Triton's answer to a non-START frame of a sequence it does not hold (never started, or
+# evicted after max_sequence_idle_microseconds, or the server restarted).
+_TRITON_NO_SEQUENCE = "must specify the START flag"
+
+
+class StreamEvictedError(InferenceError):
+    """A frame for a stream the server no longer holds; start the stream again."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,31 @@ def read_video(path: str | Path) -> Iterator[np.ndarray]:
         raise TritonLensError(f"cannot decode video {path}: {err}") from None
 
 
+def wire_sequence_id(sequence_id: int | str, protocol: str) -> int | str:
+    """A correlation ID as tritonclient sends it on ``protocol``.
+
+    Numeric IDs are uint64 (1 .. 2**64 - 1). HTTP carries them as JSON numbers, exact at any
+    size (Python's json and Triton's parser). tritonclient's gRPC request has only an int64
+    field for them (``int64_param``), which refuses IDs >= 2**63; Triton reads that field
+    back as uint64, so such IDs are sent as their two's-complement int64 (``id - 2**64``):
+    the server sees the same ID over both protocols.
+
+    Raises:
+        ValueError: a number outside 1 .. 2**64 - 1, an empty string, or another type.
+    """
+    if isinstance(sequence_id, str):
+        if not sequence_id:
+            raise ValueError("a string sequence ID must not be empty")
+        return sequence_id
+    if isinstance(sequence_id, bool) or not isinstance(sequence_id, (int, np.integer)):
+        raise ValueError(f"a sequence ID is an integer or a string, not {sequence_id!r}")
+    value = int(sequence_id)
+    if not 0 < value <= MAX_SEQUENCE_ID:
+        raise ValueError(f"a numeric sequence ID is a uint64 in 1 .. 2**64-1 (0 means no "
+                         f"sequence), not {value}")
+    return value - 2 ** 64 if protocol == "grpc" and value >= 2 ** 63 else value
+
+
 def new_sequence_id() -> int:
     """A fresh random 53-bit numeric correlation ID (never 0; exact in JSON numbers)."""
     import os
@@ -140,6 +174,50 @@ def new_sequence_id() -> int:
 
 class Sam2VideoClient(TritonClient):
     """Client of the ``sam2_track`` ensemble (see :class:`TritonClient` for url/protocol)."""
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = (),
+              class_count: int = 0, **kwargs):
+        """:meth:`TritonClient.infer` with sequence IDs over their full uint64 range
+        (:func:`wire_sequence_id`) and a clear error for a frame of a stream the server
+        does not hold.
+
+        Raises:
+            ValueError: a bad sequence ID.
+            StreamEvictedError: Triton does not know the stream (evicted when idle, or the
+                server restarted).
+            InferenceError, ServerUnreachableError: as :meth:`TritonClient.infer`.
+        """
+        sequence_id = kwargs.get("sequence_id")
+        if sequence_id not in (None, 0, ""):
+            kwargs["sequence_id"] = wire_sequence_id(sequence_id, self.protocol)
+        try:
+            return super().infer(model, inputs, outputs, class_count, **kwargs)
+        except InferenceError as err:
+            if _TRITON_NO_SEQUENCE not in str(err) or kwargs.get("sequence_start"):
+                raise
+            idle = self._idle_seconds(model)
+            raise StreamEvictedError(
+                f"{model}: stream {sequence_id} is not known to the server: it was evicted "
+                f"after {idle} idle, or the server restarted; start the stream again (send a "
+                f"frame with the START flag)") from None
+
+    def _idle_seconds(self, model: str) -> str:
+        """The idle limit of the tracker behind ``model`` (its ``stream_idle_seconds``
+        parameter, found through the ensemble's steps), for messages."""
+        try:
+            config = self.connection.get_model_config(model)
+            if self.protocol == "grpc":
+                steps = [s.model_name for s in config.config.ensemble_scheduling.step]
+            else:
+                steps = [s["model_name"] for s in
+                         config.get("ensemble_scheduling", {}).get("step", [])]
+            for name in [model, *steps]:
+                value = self.model_parameter(name, "stream_idle_seconds", "")
+                if value:
+                    return f"{value} s"
+        except Exception:  # noqa: BLE001 - only improves a message
+            pass
+        return "its idle limit"
 
     def track(self, video: str | Path | Iterable[np.ndarray | bytes],
               prompts: Mapping[int, Sequence[Point | Box]], *, sequence_id: int | str | None = None,
@@ -151,25 +229,40 @@ class Sam2VideoClient(TritonClient):
             video: a video file, a folder of frames, or an iterable of frames.
             prompts: frame index -> points/boxes on that frame. A prompt for a new object ID
                 starts tracking it; one for a tracked object corrects that frame.
-            sequence_id: the Triton correlation ID (a fresh one when None).
-            max_frames: stop after this many frames.
+            sequence_id: the Triton correlation ID, a uint64 in 1 .. 2**64 - 1 or a string
+                (a fresh one when None).
+            max_frames: stop after this many frames; prompts on later frames are refused.
             keep_images: attach the decoded frame to each result (for overlays).
 
         The first frame is sent with START and the last with END (the server then frees the
-        stream's state). A frame that fails raises :class:`InferenceError`.
+        stream's state). A frame that fails raises :class:`InferenceError`
+        (:class:`StreamEvictedError` when the server no longer holds the stream).
+
+        Raises:
+            TritonLensError: prompts on a negative frame or one past ``max_frames`` (before
+                anything is sent), or on frames past the video's end (after its last frame).
+            ValueError: a bad ``sequence_id``.
         """
+        prompted = sorted(f for f, p in prompts.items() if p)
+        outside = [f for f in prompted if f < 0 or (max_frames is not None and f >= max_frames)]
+        if outside:
+            raise TritonLensError(f"prompts on frame(s) {outside}, but only frames 0 .. "
+                                  f"{(max_frames or 0) - 1} are tracked (max_frames "
+                                  f"{max_frames}); frame indices are 0-based")
         frames = read_video(video) if isinstance(video, (str, Path)) else iter(video)
         if max_frames is not None:
             frames = itertools.islice(frames, max_frames)
         sequence_id = sequence_id or new_sequence_id()
+        wire_sequence_id(sequence_id, self.protocol)  # refuse a bad ID before any frame
         frames = _lookahead(frames)
+        sent = 0
         for index, (frame, last) in enumerate(frames):
             inputs = {"image": np.array([encode_frame(frame)], dtype=np.object_),
-                      "frame_index": np.array([index], np.int64)}
+                      "client_frame_index": np.array([index], np.int64)}
             if prompts.get(index):
                 inputs.update(prompt_arrays(prompts[index]))
             # A failing frame raises InferenceError; the stream's state on the server is then
-            # freed by the idle sweep (max_sequence_idle_microseconds).
+            # freed by the idle sweep (the tracker's stream_idle_seconds).
             result = self.infer(model, inputs, OUTPUTS, sequence_id=sequence_id,
                                 sequence_start=index == 0, sequence_end=last)
             yield TrackedFrame(
@@ -177,6 +270,11 @@ class Sam2VideoClient(TritonClient):
                 result.as_numpy("object_ids"), result.as_numpy("masks"),
                 result.as_numpy("mask_logits"), result.as_numpy("object_scores"),
                 np.asarray(frame) if keep_images and not isinstance(frame, bytes) else None)
+            sent = index + 1
+        unused = [f for f in prompted if f >= sent]
+        if unused:
+            raise TritonLensError(f"prompts on frame(s) {unused} were never sent: the video "
+                                  f"has only {sent} frame(s) (frame indices are 0-based)")
 
     def track_many(self, videos: Mapping[str, tuple], *, model: str = ENSEMBLE,
                    max_frames: int | None = None) -> dict[str, list[TrackedFrame]]:

@@ -162,9 +162,10 @@ def track(
     finally:
         if writer is not None:
             writer.close()
-    console.print(f"tracked {frames_done} frames, objects "
-                  + ", ".join(f"{o} (mean area {np.mean(a):.0f} px over {len(a)} frames)"
-                              for o, a in areas.items()), highlight=False)
+    objects = ", ".join(f"{o} (mean area {np.mean(a):.0f} px over {len(a)} frames)"
+                        for o, a in areas.items())
+    console.print(f"tracked {frames_done} frames, "
+                  + (f"objects {objects}" if objects else "no object"), highlight=False)
     if out is not None:
         console.print(f"wrote the overlay video to {writer_path}"
                       + (f" and per-frame masks to {masks_dir}/" if masks_dir else ""),

@@ -104,6 +104,10 @@ class Sam2ExportOptions:
         device: ``cpu`` or ``gpu``: the image encoder's, prompt decoder's and tracker's
             instance groups are ``KIND_CPU`` or ``KIND_GPU``; image decoding and prompt
             checking (Python models) always run on the CPU.
+        max_streams: video streams the tracker holds at once; a START beyond it is refused
+            with a message naming the limit (``TrackerExportOptions.max_streams``).
+        stream_idle_seconds: a video stream with no frame for this long is evicted and its
+            state freed (``TrackerExportOptions.idle_us``).
     """
 
     config: str = "sam2.1_hiera_t"
@@ -120,6 +124,8 @@ class Sam2ExportOptions:
     profile: str = "default"
     video: bool | None = None
     device: str = "cpu"
+    max_streams: int = 64
+    stream_idle_seconds: float = 60.0
 
 
 def resolve_config(config: str) -> tuple[str, Path | None]:
@@ -238,6 +244,8 @@ def check_options(options: Sam2ExportOptions) -> None:
         raise ExportError("max batch size must be at least 1")
     if options.instance_count < 1:
         raise ExportError("instance count must be at least 1")
+    if options.max_streams < 1 or not options.stream_idle_seconds > 0:
+        raise ExportError("--max-streams must be at least 1 and --stream-idle-seconds above 0")
 
 
 def export_sam2(options: Sam2ExportOptions, repo: Path,

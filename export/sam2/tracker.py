@@ -29,6 +29,12 @@ from tritonlens.export.config import (Step, Tensor, ensemble_config, instance_ki
 from tritonlens.export.repository import python_model_source
 
 WEIGHTS_FILE = "sam2_tracker.pt"
+# Triton's own limits, relative to the tracker's (see sequence_batching): its idle eviction
+# comes after the tracker's, so a frame of a stream the tracker evicted still reaches the
+# tracker, which says why; its candidate slots leave room for streams the tracker refused
+# or evicted until Triton frees them, so a new stream is answered at once, never queued.
+TRITON_IDLE_FACTOR = 2
+CANDIDATE_FACTOR = 4
 ENCODER = "sam2_image_encoder"
 ENCODER_OUTPUTS = ("image_embedding", "high_res_feats_0", "high_res_feats_1")
 
@@ -41,9 +47,12 @@ class TrackerExportOptions:
         sam2_config: the sam2 packaged config name, e.g. ``configs/sam2.1/sam2.1_hiera_t.yaml``
             (the tracker rebuilds the video model with ``build_sam2_video_predictor``).
         image_size: S, the same as the image encoder's.
-        idle_us: ``max_sequence_idle_microseconds``: a stream with no frame for this long is
-            evicted by Triton, and its state freed by the tracker's sweep.
-        max_streams: concurrent streams (``max_candidate_sequences``); more wait for a slot.
+        idle_us: a stream with no frame for this long is evicted by the tracker (its state
+            freed; its next frame is told so). Triton's ``max_sequence_idle_microseconds``
+            is ``TRITON_IDLE_FACTOR`` times longer.
+        max_streams: streams with state at once; the tracker refuses a START beyond it with
+            a message naming the limit (Triton's ``max_candidate_sequences`` is
+            ``CANDIDATE_FACTOR`` times larger, so nothing waits in Triton's queue).
         threads: torch intra-op threads of the tracker.
         compile: ``torch.compile`` the tracker's modules and mark CUDA-graph steps (GPU hosts).
         tracker: the tracker model's name; ensemble: the ensemble's name (tests export a
@@ -64,6 +73,11 @@ class TrackerExportOptions:
 def sequence_batching(idle_us: int, max_streams: int) -> mc.ModelSequenceBatching:
     """Triton's sequence batcher for a stateful model, ``oldest`` strategy.
 
+    ``idle_us`` and ``max_streams`` are the tracker's limits; Triton's are set
+    ``TRITON_IDLE_FACTOR`` and ``CANDIDATE_FACTOR`` times larger (see those constants): with
+    one instance, the capacity of ``oldest`` is ``max_candidate_sequences``, and a stream
+    beyond it would wait silently in Triton's queue until another ends or is evicted.
+
     ``oldest`` rather than ``direct``: no padding slots (``direct`` fills empty slots below
     the highest busy one with READY=0 requests of uninitialised data), and one ``execute``
     never holds two frames of the same sequence, so frames stay in order per stream.
@@ -74,8 +88,9 @@ def sequence_batching(idle_us: int, max_streams: int) -> mc.ModelSequenceBatchin
     """
     control = mc.ModelSequenceBatching.Control
     return mc.ModelSequenceBatching(
-        max_sequence_idle_microseconds=idle_us,
-        oldest=mc.ModelSequenceBatching.StrategyOldest(max_candidate_sequences=max_streams,
+        max_sequence_idle_microseconds=TRITON_IDLE_FACTOR * idle_us,
+        oldest=mc.ModelSequenceBatching.StrategyOldest(
+            max_candidate_sequences=CANDIDATE_FACTOR * max_streams,
                                                        max_queue_delay_microseconds=0),
         control_input=[
             mc.ModelSequenceBatching.ControlInput(name=name, control=[control(
@@ -98,10 +113,14 @@ def tracker_tensors(image_size: int) -> tuple[list[Tensor], list[Tensor]]:
 
 
 def prompt_tensors() -> list[Tensor]:
+    """The optional per-frame inputs of ``sam2_tracker`` and ``sam2_track``: prompts (rules
+    in ``tritonlens.serve.sam2.prompts``) and the client's frame index. The index is named
+    ``client_frame_index``, not ``frame_index``: an ensemble input and output of one name
+    are one tensor, and the output went missing when the request did not send it."""
     return [Tensor("point_coords", "fp32", (-1, 2), optional=True),
             Tensor("point_labels", "int32", (-1,), optional=True),
             Tensor("point_object_ids", "int32", (-1,), optional=True),
-            Tensor("frame_index", "int64", (1,), optional=True)]
+            Tensor("client_frame_index", "int64", (1,), optional=True)]
 
 
 def export_sam2_tracker(sam: torch.nn.Module, repo: Path, options: TrackerExportOptions,
@@ -141,7 +160,9 @@ def export_sam2_tracker(sam: torch.nn.Module, repo: Path, options: TrackerExport
         options.tracker, "python", inputs, outputs, max_batch_size=1,
         instance_kind=options.instance_kind,
         parameters={**common, "sam2_config": options.sam2_config, "weights_file": WEIGHTS_FILE,
-                    "threads": str(threads), "compile": str(options.compile).lower()})
+                    "threads": str(threads), "compile": str(options.compile).lower(),
+                    "max_streams": str(options.max_streams),
+                    "stream_idle_seconds": f"{options.idle_us / 1e6:g}"})
     _unbatched(config)
     config.sequence_batching.CopyFrom(sequence_batching(options.idle_us, options.max_streams))
     buffer = io.BytesIO()
@@ -160,7 +181,7 @@ def export_sam2_tracker(sam: torch.nn.Module, repo: Path, options: TrackerExport
     write_model(repo, ensemble_config(options.ensemble, [frame, *prompt_tensors()], outputs,
                                       steps, max_batch_size=0))
     return {"tracker": options.tracker, "ensemble": options.ensemble,
-            "idle_seconds": f"{options.idle_us / 1e6:g}"}
+            "idle_seconds": f"{options.idle_us / 1e6:g}", "max_streams": str(options.max_streams)}
 
 
 def export_tracker_beside_image_models(sam: torch.nn.Module, repo: Path, options,
@@ -176,6 +197,7 @@ def export_tracker_beside_image_models(sam: torch.nn.Module, repo: Path, options
         return {"tracker": f"skipped: the tracker needs a config packaged with sam2, not {name}"}
     return export_sam2_tracker(sam, repo, TrackerExportOptions(
         sam2_config=name, image_size=options.image_size, threads=options.threads,
+        max_streams=options.max_streams, idle_us=int(options.stream_idle_seconds * 1e6),
         instance_kind=instance_kind(options.device)), parameters)
 
 

@@ -55,35 +55,35 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tritonlens.serve.errors import RequestError
+from tritonlens.serve.sam2.prompts import MAX_OBJECTS_PER_STREAM, PromptError, group_prompts
+
 log = logging.getLogger("tritonlens.sam2.tracker")
 
 # SAM2VideoPredictor.add_new_points_or_box / propagate_in_video: the previous mask logits
 # fed back with corrective clicks are clamped to [-32, 32]; masks are logits > 0.
 PREV_LOGITS_CLAMP = 32.0
 MASK_THRESHOLD = 0.0
-# Point labels (SAM 2's prompt encoder): 1 foreground click, 0 background click, 2 and 3 the
-# top-left and bottom-right corners of a box (placed first, as add_new_points_or_box does).
-VALID_LABELS = (0, 1, 2, 3)
 # SAM 2's temporal scale ``num_frames`` for live streams: any value >= 16 gives the same
 # results (it caps the object-pointer window at max_obj_ptrs_in_encoder = 16 and stops the
 # pointer loop at frame indices >= num_frames, which a stream never reaches with this).
 STREAM_NUM_FRAMES = 2 ** 62
 
 
-class TrackerError(ValueError):
-    """A request the tracker refuses; the message is meant for the client."""
+class TrackerError(RequestError):
+    """A request the tracker refuses; the message is meant for the client (INVALID_ARG)."""
 
 
 class UnknownStreamError(TrackerError):
     """A frame for a stream that has no state (never started, ended, or evicted as idle)."""
 
 
+class StreamLimitError(TrackerError):
+    """A START beyond ``max_streams`` streams with state."""
+
+
 class FrameOrderError(TrackerError):
     """A frame whose index is not the stream's next one (out of order or a duplicate)."""
-
-
-class PromptError(TrackerError):
-    """Malformed prompts (shapes, labels, non-finite coordinates, a bad box)."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class ObjectPrompt:
 
     Attributes:
         coords: fp32 [P, 2], (x, y) pixels; a box is two points labelled 2 and 3.
-        labels: int32 [P], values in VALID_LABELS; box corners come first.
+        labels: int32 [P], values 0-3 (``prompts.LABELS``); box corners come first.
     """
 
     coords: torch.Tensor
@@ -155,55 +155,26 @@ class _StreamState:
 
 
 def parse_prompts(coords: np.ndarray | None, labels: np.ndarray | None,
-                  object_ids: np.ndarray | None) -> "OrderedDict[int, ObjectPrompt]":
-    """Group flat prompt arrays by object: object ID -> :class:`ObjectPrompt`.
+                  object_ids: np.ndarray | None,
+                  frame_size: tuple[int, int]) -> "OrderedDict[int, ObjectPrompt]":
+    """Check one frame's prompts and group them by object: object ID -> :class:`ObjectPrompt`.
 
     Args:
         coords: fp32 [P, 2] (x, y) pixels of the frame, or None / P = 0 for no prompt.
         labels: int32 [P], 1 foreground, 0 background, 2/3 box corners.
-        object_ids: int32 [P], the client's object ID of each point.
+        object_ids: int32 [P], the client's object ID of each point, or None (all
+            ``prompts.DEFAULT_OBJECT_ID``).
+        frame_size: (height, width) of the frame in pixels.
 
-    A box (labels 2 and 3, one each per object) is moved before that object's clicks, as
-    ``add_new_points_or_box`` places it. Objects keep the order of their first point.
+    The checks and limits are those of the image path (``tritonlens.serve.sam2.prompts``);
+    a box is moved before its object's clicks, as ``add_new_points_or_box`` places it.
 
     Raises:
-        PromptError: mismatched lengths, non-finite coordinates, labels outside 0-3, or a box
-            corner without its partner.
+        PromptError: from :func:`tritonlens.serve.sam2.prompts.group_prompts`.
     """
-    given = [a is not None and np.asarray(a).size > 0 for a in (coords, labels, object_ids)]
-    if not any(given):
-        return OrderedDict()
-    if not all(given):
-        raise PromptError("point_coords, point_labels and point_object_ids go together")
-    coords = np.asarray(coords, dtype=np.float32)
-    labels = np.asarray(labels).reshape(-1)
-    object_ids = np.asarray(object_ids).reshape(-1)
-    if coords.ndim != 2 or coords.shape[1] != 2:
-        raise PromptError(f"point_coords must be [P, 2], not {list(coords.shape)}")
-    if not len(coords) == len(labels) == len(object_ids):
-        raise PromptError(f"point_coords, point_labels and point_object_ids must have the same "
-                          f"length, not {len(coords)}, {len(labels)}, {len(object_ids)}")
-    if not np.isfinite(coords).all():
-        raise PromptError("point_coords must be finite")
-    bad = sorted(set(labels.tolist()) - set(VALID_LABELS))
-    if bad:
-        raise PromptError(f"point_labels must be 0, 1 (clicks) or 2, 3 (box corners), not {bad}")
-    prompts: OrderedDict[int, ObjectPrompt] = OrderedDict()
-    for obj in dict.fromkeys(object_ids.tolist()):
-        rows = np.flatnonzero(object_ids == obj)
-        obj_labels = labels[rows]
-        n2, n3 = int((obj_labels == 2).sum()), int((obj_labels == 3).sum())
-        if (n2, n3) not in ((0, 0), (1, 1)):
-            raise PromptError(f"object {obj}: a box is exactly one point labelled 2 (top-left) "
-                              f"and one labelled 3 (bottom-right)")
-        # Box corners first (2 then 3), then the clicks in the order given.
-        order = ([i for i in range(len(rows)) if obj_labels[i] == 2]
-                 + [i for i in range(len(rows)) if obj_labels[i] == 3]
-                 + [i for i in range(len(rows)) if obj_labels[i] in (0, 1)])
-        prompts[int(obj)] = ObjectPrompt(
-            torch.from_numpy(coords[rows][order].copy()),
-            torch.from_numpy(obj_labels[order].astype(np.int32)))
-    return prompts
+    return OrderedDict(
+        (obj, ObjectPrompt(torch.from_numpy(c), torch.from_numpy(lab)))
+        for obj, (c, lab) in group_prompts(coords, labels, object_ids, frame_size).items())
 
 
 class StreamingTracker:
@@ -223,13 +194,22 @@ class StreamingTracker:
         compile: wrap memory attention (``dynamic=True``: the memory length varies), the
             memory encoder and the mask decoder in ``torch.compile`` (meant for GPU hosts),
             and mark each step with ``torch.compiler.cudagraph_mark_step_begin()``.
+        max_streams: most streams with state at once; a START beyond it raises
+            :class:`StreamLimitError` (None: no limit).
+        idle_seconds: the idle limit :meth:`sweep` is run with (named in the errors; the
+            model's sweep passes it); None when streams are not swept.
+        max_objects: most objects one stream tracks (``MAX_OBJECTS_PER_STREAM``).
 
     Errors: :meth:`step` raises :class:`UnknownStreamError`, :class:`FrameOrderError` or
     :class:`PromptError` without touching any stream's state.
     """
 
+    # Evicted stream IDs remembered so that their next frame is told why (bounded).
+    EVICTED_MEMORY = 4096
+
     def __init__(self, model, *, num_frames: int = STREAM_NUM_FRAMES, max_cond_frames: int = 16,
-                 compile: bool = False):
+                 compile: bool = False, max_streams: int | None = None,
+                 idle_seconds: float | None = None, max_objects: int = MAX_OBJECTS_PER_STREAM):
         self.model = model
         self.device = next(model.parameters()).device
         self.image_size = int(model.image_size)
@@ -241,6 +221,10 @@ class StreamingTracker:
         self.mem_window = max(1, model.num_maskmem - 1) * model.memory_temporal_stride_for_eval
         self.ptr_window = max(1, min(self.num_frames, model.max_obj_ptrs_in_encoder) - 1)
         self.streams: dict[Hashable, _StreamState] = {}
+        self.max_streams = max_streams
+        self.idle_seconds = idle_seconds
+        self.max_objects = int(max_objects)
+        self.evicted: OrderedDict[Hashable, float] = OrderedDict()  # stream -> idle seconds
         embed = self.image_size // 16
         neck = model.image_encoder.neck
         with torch.inference_mode():
@@ -296,9 +280,20 @@ class StreamingTracker:
 
     # -- stream lifecycle ---------------------------------------------------------------
     def start(self, stream: Hashable) -> None:
-        """Start (or restart: a repeated START resets) ``stream`` with no objects."""
+        """Start (or restart: a repeated START resets) ``stream`` with no objects.
+
+        Raises:
+            StreamLimitError: ``max_streams`` other streams have state.
+        """
         if stream in self.streams:
             log.info("stream %r restarted: its previous state was dropped", stream)
+        elif self.max_streams is not None and len(self.streams) >= self.max_streams:
+            idle = (f"idle streams are evicted after {self.idle_seconds:g} s"
+                    if self.idle_seconds else "streams are freed by their END frame")
+            raise StreamLimitError(
+                f"{len(self.streams)} streams active (limit {self.max_streams}); {idle}: "
+                f"end a stream (END flag) or retry later")
+        self.evicted.pop(stream, None)
         self.streams[stream] = _StreamState(last_seen=time.monotonic())
 
     def end(self, stream: Hashable) -> bool:
@@ -312,6 +307,9 @@ class StreamingTracker:
         stale = [s for s, st in self.streams.items() if now - st.last_seen > idle_seconds]
         for s in stale:
             del self.streams[s]
+            self.evicted[s] = idle_seconds
+            if len(self.evicted) > self.EVICTED_MEMORY:
+                self.evicted.popitem(last=False)
         return stale
 
     def __contains__(self, stream: Hashable) -> bool:
@@ -337,10 +335,15 @@ class StreamingTracker:
         Raises:
             UnknownStreamError: no state for ``stream``.
             FrameOrderError: ``frame_index`` is not the next index.
-            PromptError: prompts that cannot be used (e.g. a box for an already tracked
-                object combined with clicks is fine; a box alone is fine).
+            PromptError: more than ``max_objects`` objects for the stream (the prompts
+                themselves are checked by :func:`parse_prompts`).
         """
         state = self.streams.get(stream)
+        if state is None and stream in self.evicted:
+            raise UnknownStreamError(
+                f"stream {stream!r} was evicted after being idle for more than "
+                f"{self.evicted[stream]:g} s and its tracking state freed: start the stream "
+                "again (send a frame with the START flag)")
         if state is None:
             raise UnknownStreamError(
                 f"stream {stream!r} has no tracking state (never started, ended, or evicted "
@@ -354,6 +357,10 @@ class StreamingTracker:
         if height <= 0 or width <= 0:
             raise TrackerError(f"frame size must be positive, not {height}x{width}")
         prompts = prompts or OrderedDict()
+        objects = len(state.objects) + sum(o not in state.objects for o in prompts)
+        if objects > self.max_objects:
+            raise PromptError(f"stream {stream!r} would track {objects} objects: at most "
+                              f"{self.max_objects} per stream")
         if self.compile:
             torch.compiler.cudagraph_mark_step_begin()
         with torch.inference_mode():

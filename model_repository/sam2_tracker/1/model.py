@@ -11,14 +11,20 @@ Inputs (S = image size, E = S / 16): ``image_embedding`` FP32 [1, 256, E, E] (th
 stride-16 level + no_mem_embed), ``high_res_feats_0`` FP32 [1, 32, 4E, 4E],
 ``high_res_feats_1`` FP32 [1, 64, 2E, 2E], ``orig_size`` INT32 [2] (frame height, width);
 optional ``point_coords`` FP32 [P, 2] (pixels), ``point_labels`` INT32 [P] (1/0 clicks,
-2/3 box corners), ``point_object_ids`` INT32 [P], ``frame_index`` INT64 [1].
+2/3 box corners), ``point_object_ids`` INT32 [P] (absent: every point is object 1),
+``client_frame_index`` INT64 [1] (checked against the stream's next frame). Prompts are
+checked by ``tritonlens.serve.sam2.prompts`` (the rules and limits of ``sam2_prompts``).
 Outputs (K objects): ``object_ids`` INT32 [K], ``masks`` BOOL [K, H, W], ``mask_logits``
-FP32 [K, H, W], ``object_scores`` FP32 [K], ``frame_index`` INT64 [1].
+FP32 [K, H, W], ``object_scores`` FP32 [K], ``frame_index`` INT64 [1] (always).
 
-State: START resets the stream (a repeated START too); END frees it after the frame;
-streams idle longer than the sequence batcher's ``max_sequence_idle_microseconds`` (which
-Triton evicts without telling the model) are freed by a sweep, on every ``execute`` and
-from a timer thread, and logged.
+State: START resets the stream (a repeated START too); END frees it after the frame.
+Parameters ``max_streams`` and ``stream_idle_seconds`` (written by the export): a START
+beyond ``max_streams`` streams with state is refused with a message naming the limit;
+streams idle longer than ``stream_idle_seconds`` are freed by a sweep (on every ``execute``
+and from a timer thread) and logged, and their next frame is told they were evicted.
+Triton's own ``max_sequence_idle_microseconds`` is set longer (the export's
+``TRITON_IDLE_FACTOR``), so the tracker, not Triton, is the one that evicts; every refusal
+is INVALID_ARG (``tritonlens.serve.errors``).
 """
 
 import json
@@ -28,8 +34,8 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from tritonlens.serve.sam2 import (StreamingTracker, TrackerError, build_video_model,
-                                   parse_prompts)
+from tritonlens.serve.errors import response_for_exception
+from tritonlens.serve.sam2 import StreamingTracker, TrackerError, build_video_model, parse_prompts
 
 OUTPUTS = ("object_ids", "masks", "mask_logits", "object_scores", "frame_index")
 
@@ -49,11 +55,17 @@ class TritonPythonModel:
         device = "cuda" if args.get("model_instance_kind") == "GPU" else "cpu"
         model = build_video_model(params["sam2_config"], int(params["image_size"]), weights,
                                   device=device)
-        self.tracker = StreamingTracker(model, compile=params.get("compile", "false") == "true")
+        idle_s = float(params.get("stream_idle_seconds", "0"))
+        if idle_s <= 0:  # a config written before the parameter: Triton's own limit
+            idle_us = int(config.get("sequence_batching", {}).get(
+                "max_sequence_idle_microseconds", 0))
+            idle_s = idle_us / 1e6
+        self.idle_s = idle_s if idle_s > 0 else None
+        max_streams = int(params.get("max_streams", "0")) or None
+        self.tracker = StreamingTracker(model, compile=params.get("compile", "false") == "true",
+                                        max_streams=max_streams, idle_seconds=self.idle_s)
         self.tracker.warm_up()
         self.weights_note = params.get("tritonlens.weights", "")
-        idle_us = int(config.get("sequence_batching", {}).get("max_sequence_idle_microseconds", 0))
-        self.idle_s = idle_us / 1e6 if idle_us > 0 else None
         self.lock = threading.Lock()
         self.stop = threading.Event()
         if self.idle_s:
@@ -62,14 +74,12 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(
             f"{self.name}: SAM 2 tracker ready ({params['sam2_config']}, "
             f"{params['image_size']} px, weights {self.weights_note or 'given'}, "
-            f"idle limit {self.idle_s} s)")
+            f"idle limit {self.idle_s} s, at most {max_streams} streams)")
 
     def _sweep(self):
         if not self.idle_s:
             return
         with self.lock:
-            # Triton's idle timer starts at the last request; ours at the last response,
-            # a little later: it frees state no earlier than Triton evicts the sequence.
             evicted = self.tracker.sweep(self.idle_s)
         for stream in evicted:
             pb_utils.Logger.log_warn(f"{self.name}: stream {stream!r} idle for more than "
@@ -90,10 +100,11 @@ class TritonPythonModel:
         high_res_0 = torch.from_numpy(_optional(request, "high_res_feats_0").copy())
         high_res_1 = torch.from_numpy(_optional(request, "high_res_feats_1").copy())
         size = _optional(request, "orig_size").reshape(-1)
+        frame_size = (int(size[0]), int(size[1]))
         prompts = parse_prompts(_optional(request, "point_coords"),
                                 _optional(request, "point_labels"),
-                                _optional(request, "point_object_ids"))
-        index = _optional(request, "frame_index")
+                                _optional(request, "point_object_ids"), frame_size)
+        index = _optional(request, "client_frame_index")
         index = None if index is None else int(index.reshape(-1)[0])
         with self.lock:
             if start:
@@ -101,8 +112,8 @@ class TritonPythonModel:
             features = self.tracker.features_from_image_embedding(embedding, high_res_0,
                                                                   high_res_1)
             try:
-                result = self.tracker.step(stream, features, (int(size[0]), int(size[1])),
-                                           prompts, frame_index=index)
+                result = self.tracker.step(stream, features, frame_size, prompts,
+                                           frame_index=index)
             finally:
                 if end:
                     self.tracker.end(stream)
@@ -119,12 +130,8 @@ class TritonPythonModel:
         for request in requests:
             try:
                 responses.append(self._frame(request))
-            except TrackerError as err:
-                responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"{self.name}: {err}")))
             except Exception as err:  # one bad request must not fail the others
-                responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"{self.name}: {type(err).__name__}: {err}")))
+                responses.append(response_for_exception(pb_utils, self.name, err))
         return responses
 
     def finalize(self):
