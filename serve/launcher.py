@@ -320,6 +320,7 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self._log_handle = None
         self.watch_stubs = watch_stubs  # serve/health.py: reload a model whose stub died
+        self._explicit_all = watch_stubs and model_control_mode == "none"
         self.stub_monitor = None
 
     # -- endpoints -------------------------------------------------------------------
@@ -355,9 +356,9 @@ class TritonServer:
             "--strict-readiness=true",
             "--exit-on-error=false",
             f"--exit-timeout-secs={self.exit_timeout}",
-            # "none" runs as explicit + --load-model=* (same models) so that serve/health.py
-            # can reload a model whose stub died; Triton refuses loads in "none".
-            f"--model-control-mode={'explicit' if self.model_control_mode == 'none' else self.model_control_mode}",
+            # With watch_stubs, "none" runs as explicit + --load-model=* (same models) so that
+            # serve/health.py can reload a model whose stub died; "none" refuses loads.
+            f"--model-control-mode={'explicit' if self._explicit_all else self.model_control_mode}",
             f"--log-verbose={self.log_verbose}",
         ]
         cmd += [f"--backend-config={name},shm-region-prefix-name={self.shm_prefix}{name}_"
@@ -367,7 +368,7 @@ class TritonServer:
             cmd += [f"--http-restricted-api={apis}:{API_KEY_HEADER}={self.api_key}",
                     f"--grpc-restricted-protocol={apis}:{API_KEY_HEADER}={self.api_key}"]
         cmd += [f"--load-model={name}" for name in self.load_models]
-        cmd += ["--load-model=*"] if self.model_control_mode == "none" else []
+        cmd += ["--load-model=*"] if self._explicit_all else []
         return cmd + self.extra_args
 
     def start(self) -> "TritonServer":
