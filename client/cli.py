@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -77,11 +77,15 @@ def serve(
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
 
-    def on_signal(signum, frame):  # also when SIGINT was inherited ignored (background jobs)
+    def on_interrupt(signum, frame):  # also when SIGINT was inherited ignored (background jobs)
         raise KeyboardInterrupt
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    # Ctrl-C aborts at once, start-up included; SIGTERM and SIGHUP (supervisors, a closed
+    # terminal) stop the server once it has started and been reported
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, on_interrupt)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         console.print(f"starting tritonserver on {repo} ...")
         server.start()
@@ -97,9 +101,9 @@ def serve(
                           f"{endpoints}", highlight=False)
         console.print(f"API key for the restricted APIs: {api_key_file(server.http_port)}"
                       "\nCtrl-C to stop", highlight=False)
-        while server.process.poll() is None:
-            time.sleep(0.5)
-        fail(f"tritonserver exited with code {server.process.returncode}")
+        while not stop.wait(0.5):
+            if server.process.poll() is not None:
+                fail(f"tritonserver exited with code {server.process.returncode}")
     except ServerStartError as err:
         fail(str(err))
     except KeyboardInterrupt:
