@@ -252,7 +252,7 @@ class Sam2VideoClient(TritonClient):
         frames = read_video(video) if isinstance(video, (str, Path)) else iter(video)
         if max_frames is not None:
             frames = itertools.islice(frames, max_frames)
-        sequence_id = sequence_id or new_sequence_id()
+        sequence_id = new_sequence_id() if sequence_id is None else sequence_id
         wire_sequence_id(sequence_id, self.protocol)  # refuse a bad ID before any frame
         frames = _lookahead(frames)
         sent = 0
