@@ -1,5 +1,18 @@
-"""tritonlens.serve: run a real tritonserver locally, and the Python-based backends."""
+"""tritonlens.serve: run a real tritonserver locally, and the Python-based backends.
 
-from tritonlens.serve.launcher import ModelLoadError, ServerStartError, TritonServer
+``TritonServer`` and its errors are imported lazily (PEP 562): the Python-backend models
+import ``tritonlens.serve.errors`` / ``.batching`` / ``.images`` inside Triton's stubs, and
+those must not pull in the launcher (and the client it shares the API-key helpers with).
+"""
 
-__all__ = ["ModelLoadError", "ServerStartError", "TritonServer"]
+import importlib
+
+_NAMES = {"ModelLoadError": "launcher", "ServerStartError": "launcher", "TritonServer": "launcher"}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
