@@ -77,15 +77,21 @@ def serve(
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
 
-    def on_interrupt(signum, frame):  # also when SIGINT was inherited ignored (background jobs)
+    # SIGINT (also when inherited ignored, as in background jobs), SIGTERM (supervisors,
+    # Kubernetes) and SIGHUP (a closed terminal) all stop the server: during start-up at once
+    # (a supervisor must not wait minutes for models to load), afterwards once the main loop
+    # sees the request. Either way ``server.stop()`` runs and cleans up.
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        if not stop.is_set() and started.is_set():
+            stop.set()
+            return
         raise KeyboardInterrupt
 
-    # Ctrl-C aborts at once, start-up included; SIGTERM and SIGHUP (supervisors, a closed
-    # terminal) stop the server once it has started and been reported
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, on_interrupt)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda *_: stop.set())
+    started = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
         console.print(f"starting tritonserver on {repo} ...")
         server.start()
@@ -101,6 +107,7 @@ def serve(
                           f"{endpoints}", highlight=False)
         console.print(f"API key for the restricted APIs: {api_key_file(server.http_port)}"
                       "\nCtrl-C to stop", highlight=False)
+        started.set()
         while not stop.wait(0.5):
             if server.process.poll() is not None:
                 fail(f"tritonserver exited with code {server.process.returncode}")

@@ -148,6 +148,33 @@ def test_serve_stops_on_signals_even_with_sigint_inherited_ignored(tmp_path, sig
         proc.kill()
 
 
+def test_serve_stops_on_sigterm_during_a_slow_start_up(tmp_path):
+    """A supervisor's SIGTERM while models are still loading stops `serve` at once (before:
+    it was held until every model had loaded, minutes for SAM 2 on a busy host)."""
+    repo = identity_repo(tmp_path / "repo")
+    write_model(repo, model_config("slow", "python", [Tensor("x", "fp32", (2,))],
+                                   [Tensor("y", "fp32", (2,))], max_batch_size=2),
+                {"model.py": "import time\n\nclass TritonPythonModel:\n"
+                             "    def initialize(self, args):\n        time.sleep(300)\n"})
+    proc = start_serve(repo, tmp_path, (0, 0, 0))
+    try:
+        read_until(proc, "starting tritonserver")
+        deadline = time.monotonic() + 60
+        while not [c for c in psutil.Process(proc.pid).children() if "tritonserver" in c.name()]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        server_pid = tritonserver_child(proc.pid).pid
+        time.sleep(2)  # the server is up and loading `slow`
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+        assert time.monotonic() - started < 30, rest
+        assert "tritonserver stopped" in rest and "Ctrl-C to stop" not in rest, rest
+        assert wait_gone(server_pid, 5)
+    finally:
+        proc.kill()
+
+
 def test_serve_says_not_ready_when_a_model_failed(tmp_path):
     """/v2/health/ready answers 400 while a model failed to load: no green "ready"."""
     repo = identity_repo(tmp_path / "repo", broken=True)
