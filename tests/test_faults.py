@@ -157,12 +157,13 @@ def test_shutdown_is_quick_after_refused_prompts(fault_server, photos):
     took = time.monotonic() - start
     print(f"shutdown after refused prompts: {took:.1f} s, exit code {code}")
     log = fault_server.log_file.read_text(errors="replace")
-    leaked = re.findall(r"Model '(\w+)' \(version \d+\) has \d+ in-flight inferences", log)
-    assert not leaked, f"in-flight inferences leaked at shutdown: {sorted(set(leaked))}"
-    # In-flight requests drained within the first second of Triton's exit countdown; the
-    # rest of the shutdown is unloading models (stub exits: seconds, more on a busy host).
+    # Triton counts down from its exit timeout, once a second, while any model has requests
+    # in flight. The last answer's ensemble request may be released a moment after the
+    # answer, so one tick may still count it; a leaked one is counted until the timeout.
     drained = re.search(r"Timeout (\d+): Found 0 model versions that have in-flight", log)
-    assert drained and int(drained.group(1)) == EXIT_TIMEOUT_S, "in-flight requests did not drain"
+    waited = EXIT_TIMEOUT_S - int(drained.group(1)) if drained else None
+    leaked = sorted(set(re.findall(r"Model '(\w+)' \(version \d+\) has \d+ in-flight", log)))
+    assert waited is not None and waited <= 3, f"in-flight inferences never drained: {leaked}"
     assert code == 0
 
 
