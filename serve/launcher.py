@@ -258,8 +258,10 @@ class TritonServer:
             while the server runs, where tritonlens' clients find it.
         restricted_apis: Triton API groups to restrict (empty: none, Triton's default).
         exit_timeout: Triton's ``--exit-timeout-secs``: how long shutdown waits for in-flight
-            inferences (s; Triton's default is 30). ``stop()`` kills the process group when
-            the server is still there ``exit_timeout + 15`` s after SIGINT.
+            inferences and model unloads (s; Triton's default is 30). 15: unloading the full
+            test repository (CLIP, SAM 2, three trackers) took more than 5 s on a busy 2-core
+            host, and a server that hits the timeout exits 1. ``stop()`` kills the process
+            group when the server is still there ``exit_timeout + 15`` s after SIGINT.
         extra_args: more ``tritonserver`` flags, passed through unchanged.
         watch_stubs: run :class:`~tritonlens.serve.health.StubMonitor` (not in ``poll``
             mode): a model whose Python-backend stub died is reloaded within seconds.
@@ -290,7 +292,7 @@ class TritonServer:
         require_all_models: bool = True,
         api_key: str | None = None,
         restricted_apis: tuple[str, ...] | list[str] = RESTRICTED_APIS,
-        exit_timeout: int = 5,
+        exit_timeout: int = 15,
         extra_args: tuple[str, ...] | list[str] = (),
         watch_stubs: bool = True,
     ):

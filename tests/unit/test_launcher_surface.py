@@ -51,7 +51,7 @@ def test_every_python_backend_gets_this_starts_shm_prefix(tmp_path):
     prefixes = [arg.partition("shm-region-prefix-name=")[2] for arg in cmd if "shm-region-prefix" in arg]
     assert prefixes == [f"{server.shm_prefix}{name}_" for name in ("python", *PYTHON_BASED_BACKENDS)]
     assert TritonServer(tmp_path).shm_prefix != server.shm_prefix  # distinct per start
-    assert "--exit-timeout-secs=5" in cmd
+    assert "--exit-timeout-secs=15" in cmd
 
 
 def test_busy_port_is_named():
