@@ -73,6 +73,11 @@ class ModelNotReadyError(TritonLensError):
     """The server answers but the model is not loaded (or does not exist)."""
 
 
+# Triton 2.51's Python backend answers this for every request to an instance whose stub
+# process died (serve/health.py reloads such a model).
+STUB_DIED = "is not healthy"
+
+
 class InferenceError(TritonLensError):
     """The server refused or failed one request (bad input, model error).
 
@@ -288,6 +293,10 @@ class TritonClient:
             if "failed to connect" in message.lower() or "unavailable" in message.lower():
                 raise self._unreachable(err) from None
             status = err.status() if callable(getattr(err, "status", None)) else None
+            if STUB_DIED in message:
+                message += (" (the model's Python-backend process died: `tritonlens serve` "
+                            "reloads the model within seconds, and state it held, such as a "
+                            "tracker's streams, is lost; retry, and start streams again)")
             raise InferenceError(f"{model}: {message}", None if status is None else str(status)) \
                 from None
         except (ConnectionError, OSError, ValueError) as err:

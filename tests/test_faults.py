@@ -33,7 +33,7 @@ from tests.sam2_track_common import clip_jpegs
 from tritonlens.client.base import InferenceError
 from tritonlens.client.clip import ClipClient
 from tritonlens.client.sam2 import Sam2Client
-from tritonlens.client.sam2.track import Point, Sam2VideoClient
+from tritonlens.client.sam2.track import Point, Sam2VideoClient, StreamEvictedError
 from tritonlens.serve import TritonServer
 from tritonlens.serve.health import LAST_RESTART_PARAMETER, RESTARTS_PARAMETER
 
@@ -132,8 +132,12 @@ def test_killed_tracker_stub_loses_streams_clearly(fault_server, photos):
         for result in video.track(frames(), {0: [Point(170, 120)]}):
             results.append(result)
     assert len(results) == 2
-    # Triton's sequence batcher of the reloaded tracker no longer holds the stream.
-    assert "START" in str(lost.value)
+    # Triton's sequence batcher of the reloaded tracker no longer holds the stream; the
+    # client says the state was lost and why (the restart record of serve/health.py).
+    assert isinstance(lost.value, StreamEvictedError), lost.value
+    message = " ".join(str(lost.value).split())
+    assert "state was lost when the tracker's stub of sam2_tracker_0_0 died" in message, message
+    assert "start the stream again" in message
     params = video.connection.get_model_config("sam2_tracker").config.parameters
     assert "sam2_tracker_0_0 died" in params[LAST_RESTART_PARAMETER].string_value
     assert "state" in params[LAST_RESTART_PARAMETER].string_value

@@ -195,15 +195,22 @@ class Sam2VideoClient(TritonClient):
         except InferenceError as err:
             if _TRITON_NO_SEQUENCE not in str(err) or kwargs.get("sequence_start"):
                 raise
-            idle = self._idle_seconds(model)
+            idle, restart = self._tracker_facts(model)
+            reloaded = (f", or its state was lost when the tracker's {restart}" if restart
+                        else "")
             raise StreamEvictedError(
                 f"{model}: stream {sequence_id} is not known to the server: it was evicted "
-                f"after {idle} idle, or the server restarted; start the stream again (send a "
-                f"frame with the START flag)") from None
+                f"after {idle} idle{reloaded}, or the server restarted; start the stream again "
+                f"(send a frame with the START flag)") from None
 
-    def _idle_seconds(self, model: str) -> str:
-        """The idle limit of the tracker behind ``model`` (its ``stream_idle_seconds``
-        parameter, found through the ensemble's steps), for messages."""
+    def _tracker_facts(self, model: str) -> tuple[str, str]:
+        """(idle limit, last stub restart) of the tracker behind ``model``, for messages:
+        its ``stream_idle_seconds`` parameter, and ``tritonlens.stub_restart`` that
+        ``serve/health.py`` writes when it reloads a tracker whose stub died ("" if never)."""
+        return self._idle_seconds(model), self._tracker_parameter(model, "tritonlens.stub_restart")
+
+    def _tracker_parameter(self, model: str, key: str) -> str:
+        """A parameter of ``model`` or of one of its ensemble steps ("" when none has it)."""
         try:
             config = self.connection.get_model_config(model)
             if self.protocol == "grpc":
@@ -212,12 +219,18 @@ class Sam2VideoClient(TritonClient):
                 steps = [s["model_name"] for s in
                          config.get("ensemble_scheduling", {}).get("step", [])]
             for name in [model, *steps]:
-                value = self.model_parameter(name, "stream_idle_seconds", "")
+                value = self.model_parameter(name, key, "")
                 if value:
-                    return f"{value} s"
+                    return value
         except Exception:  # noqa: BLE001 - only improves a message
             pass
-        return "its idle limit"
+        return ""
+
+    def _idle_seconds(self, model: str) -> str:
+        """The idle limit of the tracker behind ``model`` (its ``stream_idle_seconds``
+        parameter, found through the ensemble's steps), for messages."""
+        value = self._tracker_parameter(model, "stream_idle_seconds")
+        return f"{value} s" if value else "its idle limit"
 
     def track(self, video: str | Path | Iterable[np.ndarray | bytes],
               prompts: Mapping[int, Sequence[Point | Box]], *, sequence_id: int | str | None = None,
