@@ -180,12 +180,29 @@ class StubMonitor:
         body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
         self._request(f"/v2/repository/models/{model}/load", body)
 
+    def _ready_models(self) -> set[str]:
+        """Names of the models the repository index reports READY (empty if unreadable)."""
+        try:
+            index = json.loads(self._request("/v2/repository/index", b"{}"))
+        except (urllib.error.URLError, OSError, ValueError):
+            return set()
+        return {m["name"] for m in index if m.get("state") == "READY"}
+
     def check(self) -> list[StubEvent]:
         """Poll once and reload the model of every dead stub; returns the new events."""
         by_model: dict[str, list[Stub]] = {}
         for stub in self.poll():
             self._handled.add(stub.pid)
             by_model.setdefault(stub.model, []).append(stub)
+        if by_model:
+            # A stub also ends when its model is unloaded (repository API, shutdown): that
+            # is no fault, and reloading would undo the unload. Only a READY model whose
+            # stub died is reloaded.
+            ready = self._ready_models()
+            for model in [m for m in by_model if m not in ready]:
+                log.info("stub of %s ended while the model is not READY (unloaded?): left alone",
+                         model)
+                del by_model[model]
         new = []
         for model, dead in by_model.items():
             events = [StubEvent(stub, time.time()) for stub in dead]

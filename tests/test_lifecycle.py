@@ -262,3 +262,17 @@ def test_restricted_apis_need_the_api_key(tmp_path):
     finally:
         if key_env is not None:
             os.environ["TRITONLENS_API_KEY"] = key_env
+
+
+def test_stub_monitor_leaves_an_unloaded_model_unloaded(tmp_path):
+    """Unloading a model ends its stubs too: the stub monitor must not take that for a crash
+    and load the model again (it reloads only models the index reports READY)."""
+    repo = identity_repo(tmp_path / "repo")
+    with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0,
+                      log_file=tmp_path / "server.log") as server:
+        owner = TritonClient(server.http_url, "http")  # finds the API key file
+        owner.connection.unload_model("identity")
+        time.sleep(4 * server.stub_monitor.interval + 2)  # several polls after the stub ended
+        states = {m["name"]: m.get("state") for m in server.repository_index()}
+        assert states["identity"] != "READY", states
+        assert server.stub_monitor.events == []
