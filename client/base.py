@@ -170,6 +170,7 @@ class TritonClient:
         self.timeout = timeout
         self.api_key = api_key or find_api_key(self.url)
         self._local = threading.local()
+        self._max_batch_sizes: dict[str, int] = {}  # model -> max_batch_size, see max_batch_size()
 
     @property
     def connection(self):
@@ -257,6 +258,29 @@ class TritonClient:
             params = config.config.parameters
             return params[key].string_value if key in params else default
         return config.get("parameters", {}).get(key, {}).get("string_value", default)
+
+    def max_batch_size(self, model: str) -> int:
+        """The served ``model``'s ``max_batch_size`` (its config.pbtxt, as the server reports
+        it through get_model_config); 0 means the model does not batch. Read once per client
+        and model, then cached.
+
+        Raises:
+            ServerUnreachableError, ModelNotReadyError (the server does not know the model).
+        """
+        cache = self._max_batch_sizes
+        if model not in cache:
+            try:
+                config = self.connection.get_model_config(model)
+            except self._exception as err:
+                message = one_line(err)
+                if "failed to connect" in message.lower() or "unavailable" in message.lower():
+                    raise self._unreachable(err) from None
+                raise ModelNotReadyError(f"{model}: {message}") from None
+            except (ConnectionError, OSError, ValueError) as err:
+                raise self._unreachable(err) from None
+            cache[model] = int(config.config.max_batch_size if self.protocol == "grpc"
+                               else config.get("max_batch_size", 0))
+        return cache[model]
 
     def infer(self, model: str, inputs: dict[str, np.ndarray],
               outputs: Sequence[str] = (), class_count: int = 0, **kwargs):

@@ -13,6 +13,7 @@ Model families are plugins (entry-point group ``tritonlens.plugins``): each adds
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -160,7 +161,11 @@ def model_details(config: dict) -> dict[str, str]:
 
 
 @app.command()
-def status(url: Url = None, protocol: Protocol = "http") -> None:
+def status(url: Url = None, protocol: Protocol = "http",
+           as_json: Annotated[bool, typer.Option(
+               "--json", help="Print one JSON document: server, live, ready, models (Triton's "
+                              "repository index, each READY model with its details), host")] = False,
+           ) -> None:
     """Health of a running Triton server and every model in its repository: state (with
     Triton's reason when a model failed to load), backend, precision, profile, instances x
     intra-op threads and where its weights came from; and this host's cores and memory."""
@@ -180,9 +185,18 @@ def status(url: Url = None, protocol: Protocol = "http") -> None:
             restart = config.get("config", config).get("parameters", {}).get("tritonlens.stub_restart")
             if restart:  # serve/health.py reloaded this model after one of its stubs died
                 model["reason"] = f"recovered: {restart.get('string_value', '')}"
-    console.print(f"server {client.url}: live, {'ready' if conn.is_server_ready() else 'NOT ready'}")
-    print_models(models, details)
+    ready = conn.is_server_ready()
     memory = psutil.virtual_memory()
+    if as_json:
+        print(json.dumps({
+            "server": client.url, "live": True, "ready": ready,
+            "models": [dict(m, details=details.get(m["name"], {}))
+                       for m in sorted(models, key=lambda m: m["name"])],
+            "host": {"cores": os.cpu_count(), "memory_bytes": memory.total,
+                     "available_bytes": memory.available}}, indent=2))
+        return
+    console.print(f"server {client.url}: live, {'ready' if ready else 'NOT ready'}")
+    print_models(models, details)
     console.print(f"this host: {os.cpu_count()} cores, {memory.total / 2**30:.1f} GiB memory "
                   f"({memory.available / 2**30:.1f} GiB available)")
 

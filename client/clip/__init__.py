@@ -15,14 +15,18 @@ Example::
 from __future__ import annotations
 
 import os
+import re
+import sys
+from collections import deque
+from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-from tritonlens.client.base import TritonClient, TritonLensError
+from tritonlens.client.base import InferenceError, TritonClient, TritonLensError
 
 ImageLike = bytes | str | os.PathLike
 T = TypeVar("T")
@@ -78,12 +82,15 @@ def parse_classification(entries: np.ndarray) -> list[Label]:
     return labels
 
 
-def map_concurrent(fn: Callable[[T], R], items: Iterable[T], concurrency: int = 4,
-                   on_done: Callable[[], None] | None = None) -> list[R | TritonLensError]:
-    """``fn`` over ``items`` with ``concurrency`` requests in flight, results in order.
+def imap_concurrent(fn: Callable[[T], R], items: Iterable[T], concurrency: int = 4,
+                    on_done: Callable[[], None] | None = None) -> Iterator[R | TritonLensError]:
+    """``fn`` over ``items`` with at most ``concurrency`` calls in flight, yielded in input
+    order, each as soon as it and the ones before it are done (results stream as they come).
 
-    A TritonLensError of one item is returned in its place (not raised), so one bad image
-    does not stop the others; ``on_done`` is called after each item (progress bars).
+    At most ``2 * concurrency`` items are taken from ``items`` ahead of the consumer, and
+    closing the generator early cancels those not started. A TritonLensError of one item is
+    yielded in its place (not raised), so one bad image does not stop the others;
+    ``on_done`` is called after each item (progress bars).
     """
     def guarded(item):
         try:
@@ -94,8 +101,73 @@ def map_concurrent(fn: Callable[[T], R], items: Iterable[T], concurrency: int = 
             if on_done:
                 on_done()
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        return list(pool.map(guarded, items))
+    workers = max(1, concurrency)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(guarded, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def map_concurrent(fn: Callable[[T], R], items: Iterable[T], concurrency: int = 4,
+                   on_done: Callable[[], None] | None = None) -> list[R | TritonLensError]:
+    """:func:`imap_concurrent` collected into a list (input order)."""
+    return list(imap_concurrent(fn, items, concurrency, on_done))
+
+
+def chunk_bounds(count: int, size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(count)`` in chunks of at most ``size``.
+
+    Raises:
+        ValueError: ``size`` < 1.
+    """
+    if size < 1:
+        raise ValueError(f"batch size must be at least 1, not {size}")
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+# The preprocessing stubs name a refused image by its position in the request.
+_ITEM_IN_REQUEST = re.compile(r"image (\d+) of the request")
+
+
+class ProgressBar:
+    """A rich progress bar on stderr (transient), or nothing when ``enabled`` is false.
+
+    Standard output is routed above the bar only when it is a terminal itself, so results
+    piped elsewhere (``--json | ...``) never end up on stderr. ``advance`` is thread-safe.
+    """
+
+    def __init__(self, enabled: bool, total: int, description: str):
+        self.progress = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TimeRemainingColumn(),
+                                     console=Console(stderr=True), transient=True,
+                                     redirect_stdout=sys.stdout.isatty())
+            self.task = self.progress.add_task("", total=total)
+
+    def __enter__(self):
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def advance(self, n: int) -> None:
+        if self.progress:
+            self.progress.advance(self.task, n)
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.stop()
 
 
 class ClipClient(TritonClient):
@@ -130,27 +202,149 @@ class ClipClient(TritonClient):
         source = "#0" if isinstance(image, bytes) else str(image)
         return Classification(source, parse_classification(result.as_numpy("probabilities")[0]))
 
-    def probabilities(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """FP32 [N, C]: label probabilities of N images, sent as one batched request."""
-        result = self.infer(self.classify_model,
-                            {"image": bytes_tensor([read_image(i) for i in images])},
-                            outputs=["probabilities"])
-        return result.as_numpy("probabilities")
+    def iter_batches(self, model: str, input_name: str, output: str, items: Sequence,
+                     encode: Callable[[object], bytes], batch_size: int | None = None,
+                     concurrency: int = 4, show_progress: bool = False,
+                     names: Sequence[str] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Send ``items`` to ``model`` in chunks and yield ``(start, output rows)`` per chunk,
+        in input order, each as soon as it (and every chunk before it) has arrived.
 
-    def embed_images(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """FP32 [N, D]: unit-norm image embeddings, sent as one batched request."""
-        result = self.infer(self.embed_image_model,
-                            {"image": bytes_tensor([read_image(i) for i in images])},
-                            outputs=["embedding"])
-        return result.as_numpy("embedding")
+        Args:
+            model, input_name, output: the model, its BYTES input [N, 1] and the output read.
+            items: what to send; ``encode(item)`` gives one item's bytes (called in the
+                worker threads, so files are read while earlier chunks are in flight).
+            batch_size: items per request; default the model's ``max_batch_size`` as the
+                server reports it (:meth:`TritonClient.max_batch_size`; a model with 0 gets
+                everything in one request).
+            concurrency: requests in flight at once (Triton's dynamic batcher and the
+                model's instances work on them in parallel).
+            show_progress: a progress bar (items done / total) on stderr.
+            names: how errors name the items (default: their index).
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """FP32 [N, D]: unit-norm text embeddings, sent as one batched request."""
-        result = self.infer(self.embed_text_model,
-                            {"text": bytes_tensor([t.encode("utf-8") for t in texts])},
-                            outputs=["embedding"])
-        return result.as_numpy("embedding")
+        Raises:
+            ValueError: ``batch_size`` < 1 or ``concurrency`` < 1.
+            TritonLensError: the first chunk that failed, naming its items (and the item the
+                server refused, when it says which); chunks not yet sent are cancelled.
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        if batch_size is None:
+            batch_size = self.max_batch_size(model) or max(1, len(items))
+        bounds = chunk_bounds(len(items), batch_size)
+
+        def name(i: int) -> str:
+            return names[i] if names is not None else f"#{i}"
+
+        def send(bound: tuple[int, int]) -> np.ndarray:
+            start, stop = bound
+            try:
+                data = bytes_tensor([encode(item) for item in items[start:stop]])
+                return self.infer(model, {input_name: data}, outputs=[output]).as_numpy(output)
+            except TritonLensError as err:
+                where = f"items {start}-{stop - 1} of {len(items)}"
+                found = _ITEM_IN_REQUEST.search(str(err))
+                if found and start + int(found.group(1)) < stop:
+                    where += f", the server refused item {start + int(found.group(1))} " \
+                             f"({name(start + int(found.group(1)))})"
+                elif stop - start == 1 or not found:
+                    where += f" ({name(start)}{' ...' if stop - start > 1 else ''})"
+                message = f"{where}: {err}"
+                if isinstance(err, InferenceError):
+                    raise InferenceError(message, err.status) from None
+                raise type(err)(message) from None
+
+        with ProgressBar(show_progress and len(items) > 0, len(items), model) as bar:
+            with closing(imap_concurrent(send, bounds, concurrency)) as results:
+                for (start, stop), result in zip(bounds, results):
+                    if isinstance(result, TritonLensError):
+                        raise result
+                    bar.advance(stop - start)
+                    yield start, result
+
+    def _collect(self, model: str, output: str, batches: Iterator[tuple[int, np.ndarray]]
+                 ) -> np.ndarray:
+        """The rows of :meth:`iter_batches` as one FP32 [N, D] array; (0, D) for no items,
+        D the model's output size from its config."""
+        parts = [rows for _, rows in batches]
+        if parts:
+            return np.concatenate(parts)
+        return np.zeros((0, self.output_size(model, output)), np.float32)
+
+    def output_size(self, model: str, output: str) -> int:
+        """The last dimension of ``model``'s ``output`` as its config declares it (D of an
+        embedding, C of the probabilities); -1 when it is variable."""
+        config = self.connection.get_model_config(model)
+        outputs = config.config.output if self.protocol == "grpc" else config.get("output", [])
+        for entry in outputs:
+            entry_name = entry.name if self.protocol == "grpc" else entry["name"]
+            if entry_name == output:
+                dims = list(entry.dims if self.protocol == "grpc" else entry["dims"])
+                return int(dims[-1])
+        raise TritonLensError(f"{model} has no output {output!r}")
+
+    def probabilities(self, images: Sequence[ImageLike], batch_size: int | None = None,
+                      concurrency: int = 4, show_progress: bool = False) -> np.ndarray:
+        """FP32 [N, C]: label probabilities of N images (bytes or paths), in input order.
+
+        Sent in chunks of ``batch_size`` images (default: clip_classify's max_batch_size as
+        the server reports it), ``concurrency`` requests in flight; see :meth:`iter_batches`
+        for the arguments and errors.
+        """
+        return self._collect(self.classify_model, "probabilities", self.iter_batches(
+            self.classify_model, "image", "probabilities", images, read_image, batch_size,
+            concurrency, show_progress, _image_names(images)))
+
+    def iter_embed_images(self, images: Sequence[ImageLike], batch_size: int | None = None,
+                          concurrency: int = 4, show_progress: bool = False
+                          ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, FP32 [n, D])`` per chunk of images, in order, as the chunks arrive; see
+        :meth:`embed_images`."""
+        return self.iter_batches(self.embed_image_model, "image", "embedding", images,
+                                 read_image, batch_size, concurrency, show_progress,
+                                 _image_names(images))
+
+    def iter_embed_texts(self, texts: Sequence[str], batch_size: int | None = None,
+                         concurrency: int = 4, show_progress: bool = False
+                         ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, FP32 [n, D])`` per chunk of texts, in order, as the chunks arrive; see
+        :meth:`embed_texts`."""
+        return self.iter_batches(self.embed_text_model, "text", "embedding", texts, _utf8,
+                                 batch_size, concurrency, show_progress,
+                                 [repr(t[:40]) for t in texts])
+
+    def embed_images(self, images: Sequence[ImageLike], batch_size: int | None = None,
+                     concurrency: int = 4, show_progress: bool = False) -> np.ndarray:
+        """FP32 [N, D]: unit-norm image embeddings of N images (bytes or paths), in input
+        order; (0, D) for no images.
+
+        Sent in chunks of ``batch_size`` images (default: clip_embed_image's max_batch_size
+        as the server reports it), ``concurrency`` requests in flight; see
+        :meth:`iter_batches` for the arguments and errors (one bad image fails its chunk,
+        and the error names it).
+        """
+        return self._collect(self.embed_image_model, "embedding", self.iter_embed_images(
+            images, batch_size, concurrency, show_progress))
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int | None = None,
+                    concurrency: int = 4, show_progress: bool = False) -> np.ndarray:
+        """FP32 [N, D]: unit-norm text embeddings of N texts, in input order; (0, D) for none.
+
+        Sent in chunks of ``batch_size`` texts (default: clip_embed_text's max_batch_size as
+        the server reports it, twice the image models'), ``concurrency`` requests in flight;
+        see :meth:`iter_batches` for the arguments and errors.
+        """
+        return self._collect(self.embed_text_model, "embedding", self.iter_embed_texts(
+            texts, batch_size, concurrency, show_progress))
 
     def weights(self) -> str:
         """Where the served image encoder's weights came from: "random", a tag or a path."""
         return self.model_parameter(f"{self.prefix}_image_encoder", "tritonlens.weights")
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8")
+
+
+def _image_names(images: Sequence[ImageLike]) -> list[str]:
+    """How errors name images: the path, or '#i' for bytes."""
+    return [f"#{i}" if isinstance(image, bytes) else str(image) for i, image in enumerate(images)]

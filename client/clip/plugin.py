@@ -8,11 +8,10 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tritonlens.client.base import TritonLensError
-from tritonlens.client.clip import Classification, ClipClient, map_concurrent
+from tritonlens.client.clip import Classification, ClipClient, ProgressBar, imap_concurrent
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_output_path,
                                        check_protocol, console, err_console, fail, run_export,
                                        warn_random_weights)
@@ -88,92 +87,185 @@ def classification_table(result: Classification, title: str) -> Table:
     return table
 
 
+# What a folder contributes: the formats the served preprocessing decodes (serve/images.py's
+# FORMATS: JPEG, PNG, WebP); other files, BMP included, would only fail one by one.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+# Above this many items, `embed` prints a summary instead of one line per vector and no
+# similarity table (10,000 texts would print 10,000 lines); --json always prints every item.
+PREVIEW_LIMIT = 20
+
+
+def expand_images(paths: list[Path]) -> list[Path]:
+    """Image files from files and folders: a folder gives every file below it (recursive)
+    whose extension is one of IMAGE_EXTENSIONS (any case), sorted; a file is kept as given
+    (so a missing or bad one is reported as that image's error).
+
+    Raises:
+        TritonLensError: a folder holds no image file.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise TritonLensError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) "
+                                      "in this folder or below it")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def read_texts(path: Path) -> list[str]:
+    """The texts of a UTF-8 file, one per line (row i of ``--out`` is line i + 1).
+
+    Raises:
+        TritonLensError: the file cannot be read, is not UTF-8, or has an empty line.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise TritonLensError(f"--text-file {path}: {getattr(err, 'strerror', None) or err}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            raise TritonLensError(f"--text-file {path}: line {number} is empty (one text per "
+                                  "line; remove empty lines so rows match lines)")
+    return lines
+
+
 def classify(
-    images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, WebP)")],
+    images: Annotated[list[Path], typer.Argument(
+        help="Image files (JPEG, PNG, WebP) or folders (searched recursively for "
+             ".jpg/.jpeg/.png/.webp files, in sorted order)")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels to show per image")] = 5,
     url: Url = None,
     protocol: Protocol = "grpc",
     concurrency: Annotated[int, typer.Option(help="Requests in flight")] = 4,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of tables")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object per image (file, labels) as results arrive")] = False,
     prefix: Annotated[str, typer.Option(help="Model-name prefix of the export")] = "clip",
 ) -> None:
     """Classify images with the served zero-shot CLIP model (clip_classify).
 
     Images are sent concurrently, one request each, so Triton's dynamic batcher groups
-    them. A bad image fails alone, with the server's reason; the exit code is 1 if any did.
+    them; results are printed in input order as they arrive. A bad image fails alone, with
+    the server's reason; the exit code is 1 if any did.
     """
     if top_k < 1:
         fail(f"--top-k must be at least 1, not {top_k}")
+    if concurrency < 1:
+        fail(f"--concurrency must be at least 1, not {concurrency}")
     client = ClipClient(url, check_protocol(protocol), prefix=prefix)
     try:
+        files = expand_images(images)
         client.check_ready(client.classify_model)
         weights = client.weights()
     except TritonLensError as err:
         fail(str(err))
     warn_random_weights(weights)
-    with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as progress:
-        task = progress.add_task("", total=len(images))
-        results = map_concurrent(lambda image: client.classify(image, top_k), images, concurrency,
-                                 on_done=lambda: progress.advance(task))
     failed = 0
-    for image, result in zip(images, results):
-        if isinstance(result, TritonLensError):
-            failed += 1
-            err_console.print(f"[bold red]error:[/] {image}: {result}", highlight=False)
-        elif as_json:
-            print(json.dumps({"image": str(image), "weights": weights, "labels": [
-                {"label": l.label, "index": l.index, "score": l.score} for l in result.labels]}))
-        else:
-            console.print(classification_table(result, str(image)))
+    with ProgressBar(len(files) > 1, len(files), "classifying") as bar:
+        results = imap_concurrent(lambda image: client.classify(image, top_k), files,
+                                  concurrency, on_done=lambda: bar.advance(1))
+        for image, result in zip(files, results):
+            if isinstance(result, TritonLensError):
+                failed += 1
+                err_console.print(f"[bold red]error:[/] {image}: {result}", highlight=False)
+            elif as_json:
+                print(json.dumps({"image": str(image), "weights": weights, "labels": [
+                    {"label": l.label, "index": l.index, "score": l.score} for l in result.labels]}),
+                    flush=True)
+            else:
+                console.print(classification_table(result, str(image)))
     if failed:
         raise typer.Exit(1)
 
 
 def embed(
     image: Annotated[list[Path] | None, typer.Option("--image", help="Image file (repeatable)")] = None,
+    image_dir: Annotated[list[Path] | None, typer.Option(
+        "--image-dir", help="Folder of images, searched recursively for .jpg/.jpeg/.png/.webp "
+                            "files, sorted (repeatable)")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="Text (repeatable)")] = None,
+    text_file: Annotated[Path | None, typer.Option(
+        "--text-file", help="UTF-8 file of texts, one per line (no empty lines)")] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Write the embeddings here, in .npy format, FP32 [N, D] (the name is kept as given)")] = None,
+        help="Write the embeddings here, in .npy format, FP32 [N, D]: images first, then "
+             "texts, in the order given (the name is kept as given)")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object per item as results arrive: kind, item, index "
+                       "(its row in --out), and the embedding when there is no --out")] = False,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Items per request \\[default: each model's max_batch_size, read from the server]")] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight")] = 4,
     url: Url = None,
     protocol: Protocol = "grpc",
     prefix: Annotated[str, typer.Option(help="Model-name prefix of the export")] = "clip",
 ) -> None:
     """Embed images or texts (clip_embed_image / clip_embed_text): unit-norm FP32 vectors.
 
-    With both --image and --text, also prints their cosine similarities.
+    Any number of items: they are sent in chunks of the model's max_batch_size, several
+    chunks in flight, with a progress bar on stderr. With both images and texts (up to 20
+    of each), also prints their cosine similarities.
     """
-    if not image and not text:
-        fail("give --image FILE and/or --text TEXT")
+    if not image and not image_dir and not text and not text_file:
+        fail("give --image FILE, --image-dir DIR, --text TEXT and/or --text-file FILE")
+    if batch_size is not None and batch_size < 1:
+        fail(f"--batch-size must be at least 1, not {batch_size}")
+    if concurrency < 1:
+        fail(f"--concurrency must be at least 1, not {concurrency}")
     check_output_path(out, "--out")
     client = ClipClient(url, check_protocol(protocol), prefix=prefix)
     try:
-        client.check_ready(*([client.embed_image_model] if image else []),
-                           *([client.embed_text_model] if text else []))
+        images = list(image or []) + (expand_images(image_dir) if image_dir else [])
+        texts = list(text or []) + (read_texts(text_file) if text_file else [])
+        client.check_ready(*([client.embed_image_model] if images else []),
+                           *([client.embed_text_model] if texts else []))
         warn_random_weights(client.weights())
-        image_emb = client.embed_images(image) if image else np.zeros((0, 0), np.float32)
-        text_emb = client.embed_texts(text) if text else np.zeros((0, 0), np.float32)
+        parts: dict[str, list[np.ndarray]] = {"image": [], "text": []}
+        offset = 0
+        for kind, items, names, batches in (
+                ("image", images, [str(i) for i in images],
+                 client.iter_embed_images(images, batch_size, concurrency, True) if images else ()),
+                ("text", texts, texts,
+                 client.iter_embed_texts(texts, batch_size, concurrency, True) if texts else ())):
+            for start, rows in batches:
+                parts[kind].append(rows)
+                if as_json:
+                    for k, vector in enumerate(rows):
+                        record = {"kind": kind, "item": names[start + k], "index": offset + start + k}
+                        if out is None:
+                            record["embedding"] = vector.tolist()
+                        print(json.dumps(record), flush=True)
+            offset += len(items)
     except TritonLensError as err:
         fail(str(err))
-    names = [str(i) for i in image or []] + [repr(t) for t in text or []]
-    rows = [e for e in (image_emb, text_emb) if e.size]
-    embeddings = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
-    for name, vector in zip(names, embeddings):
-        preview = ", ".join(f"{v:+.4f}" for v in vector[:4])
-        console.print(f"{name}: dim {vector.shape[0]}, norm {np.linalg.norm(vector):.4f}, [{preview}, ...]",
-                      highlight=False)
-    if image_emb.size and text_emb.size:
+    image_emb, text_emb = (np.concatenate(parts[k]) if parts[k] else None for k in ("image", "text"))
+    embeddings = np.concatenate([e for e in (image_emb, text_emb) if e is not None])
+    names = [str(i) for i in images] + [repr(t) for t in texts]
+    if not as_json and len(names) <= PREVIEW_LIMIT:
+        for name, vector in zip(names, embeddings):
+            preview = ", ".join(f"{v:+.4f}" for v in vector[:4])
+            console.print(f"{name}: dim {vector.shape[0]}, norm {np.linalg.norm(vector):.4f}, "
+                          f"[{preview}, ...]", highlight=False)
+    elif not as_json:
+        console.print(f"embedded {len(images)} images and {len(texts)} texts, dim "
+                      f"{embeddings.shape[1]}", highlight=False)
+    if (not as_json and image_emb is not None and text_emb is not None
+            and len(images) <= PREVIEW_LIMIT and len(texts) <= PREVIEW_LIMIT):
         table = Table(title="cosine similarity")
         table.add_column("image")
-        for t in text:
+        for t in texts:
             table.add_column(repr(t), justify="right")
-        for name, row in zip(image, image_emb @ text_emb.T):
+        for name, row in zip(images, image_emb @ text_emb.T):
             table.add_row(str(name), *(f"{v:.4f}" for v in row))
         console.print(table)
     if out:
         with open(out, "wb") as file:  # np.save(path) would append ".npy" to other names
             np.save(file, embeddings)
-        console.print(f"wrote {embeddings.shape} to {out}", highlight=False)
+        (err_console if as_json else console).print(f"wrote {embeddings.shape} to {out}",
+                                                    highlight=False)
 
 
 plugin = Plugin(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -99,6 +101,9 @@ def track(
         help="A folder (per-frame mask PNGs + overlay.mp4) or an .mp4 file (the overlay video)")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames")] = None,
     fps: Annotated[int, typer.Option(help="Frame rate of the overlay video")] = 12,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object per frame as it is tracked: frame, and per "
+                       "object its id, mask area (pixels), object score (logit) and visible")] = False,
     url: Url = None,
     protocol: Protocol = "grpc",
 ) -> None:
@@ -141,7 +146,8 @@ def track(
         if max_frames:
             total = min(total or max_frames, max_frames)
         with Progress(TextColumn("tracking"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err_console) as progress:
+                      TimeElapsedColumn(), console=err_console,
+                      redirect_stdout=sys.stdout.isatty()) as progress:  # --json | ... stays on stdout
             task = progress.add_task("frames", total=total)
             for result in client.track(read_video(video), prompts, max_frames=max_frames,
                                        keep_images=True):
@@ -155,6 +161,12 @@ def track(
                             masks_dir / f"frame{result.frame_index:05d}_object{int(obj)}.png")
                 for k, obj in enumerate(result.object_ids):
                     areas.setdefault(int(obj), []).append(int(result.masks[k].sum()))
+                if as_json:
+                    print(json.dumps({"frame": result.frame_index, "objects": [
+                        {"object_id": int(obj), "area": int(result.masks[k].sum()),
+                         "object_score": float(result.object_scores[k]),
+                         "visible": bool(result.object_scores[k] > 0)}
+                        for k, obj in enumerate(result.object_ids)]}), flush=True)
                 frames_done += 1
                 progress.advance(task)
     except (TritonLensError, ValueError) as err:
@@ -164,9 +176,10 @@ def track(
             writer.close()
     objects = ", ".join(f"{o} (mean area {np.mean(a):.0f} px over {len(a)} frames)"
                         for o, a in areas.items())
-    console.print(f"tracked {frames_done} frames, "
+    report = err_console if as_json else console  # with --json, stdout holds only JSON lines
+    report.print(f"tracked {frames_done} frames, "
                   + (f"objects {objects}" if objects else "no object"), highlight=False)
     if out is not None:
-        console.print(f"wrote the overlay video to {writer_path}"
+        report.print(f"wrote the overlay video to {writer_path}"
                       + (f" and per-frame masks to {masks_dir}/" if masks_dir else ""),
                       highlight=False)
