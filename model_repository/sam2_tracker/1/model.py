@@ -52,7 +52,9 @@ class TritonPythonModel:
         self.name = config["name"]
         torch.set_num_threads(int(params.get("threads", "1")))
         weights = f"{args['model_repository']}/{args['model_version']}/{params['weights_file']}"
-        device = "cuda" if args.get("model_instance_kind") == "GPU" else "cpu"
+        device = "cpu"
+        if args.get("model_instance_kind") == "GPU":  # the GPU Triton gave this instance
+            device = f"cuda:{int(args.get('model_instance_device_id', 0))}"
         model = build_video_model(params["sam2_config"], int(params["image_size"]), weights,
                                   device=device)
         idle_s = float(params.get("stream_idle_seconds", "0"))
