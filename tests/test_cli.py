@@ -154,3 +154,92 @@ def test_exported_but_not_loaded_says_load_it(repo, photos, tmp_path):
         assert "export it" not in result.stderr
         assert_one_line_error(run("classify", str(photos[0]), "--prefix", "nope",
                                   "--url", server.grpc_url), "not in the repository", "export it")
+
+
+def test_classify_a_folder_streams_json_lines(server, photos, tmp_path):
+    """A folder is searched recursively for images (sorted; other files skipped)."""
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    copies = [tmp_path / "sub" / "deeper" / f"a{photos[0].suffix}", tmp_path / f"b{photos[1].suffix}",
+              tmp_path / "sub" / f"c{photos[2].suffix}"]
+    for photo, copy in zip(photos, copies):
+        copy.write_bytes(photo.read_bytes())
+    (tmp_path / "sub" / "notes.txt").write_text("not an image")
+    result = run("classify", str(tmp_path), "-k", "2", "--json", "--url", server.grpc_url)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["image"] for line in lines] == sorted(map(str, copies))
+    direct = {line["image"]: line["labels"] for line in (json.loads(x) for x in run(
+        "classify", *map(str, photos[:3]), "-k", "2", "--json", "--url", server.grpc_url
+    ).stdout.splitlines())}
+    for photo, copy in zip(photos, copies):
+        assert next(x["labels"] for x in lines if x["image"] == str(copy)) == direct[str(photo)]
+
+
+def test_embed_folder_and_text_file_past_max_batch_size(server, photos, clip_reference, tmp_path):
+    """10 images (max_batch_size 8) and 20 texts (16): --out rows and --json lines in order,
+    equal to open_clip in-process."""
+    import numpy as np
+    import torch
+
+    from tests.test_clip_parity import cosine, reference_image_embeddings
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    order = [i % len(photos) for i in range(10)]
+    files = [folder / f"{n:02d}{photos[k].suffix}" for n, k in enumerate(order)]
+    for n, k in enumerate(order):
+        files[n].write_bytes(photos[k].read_bytes())
+    texts = [f"a photo of thing number {i}" for i in range(20)]
+    text_file = tmp_path / "texts.txt"
+    text_file.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "x.npy"
+    result = run("embed", "--image-dir", str(folder), "--text-file", str(text_file),
+                 "--out", str(out), "--json", "--url", server.grpc_url)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["index"] for line in lines] == list(range(30))
+    assert [line["item"] for line in lines] == [str(f) for f in files] + texts
+    assert [line["kind"] for line in lines] == ["image"] * 10 + ["text"] * 20
+    embeddings = np.load(out)
+    assert embeddings.shape[0] == 30 and embeddings.dtype == np.float32
+    expected_images = reference_image_embeddings(clip_reference, photos)[order]
+    model, _, tokenizer = clip_reference
+    with torch.no_grad():
+        expected_texts = model.encode_text(tokenizer(texts), normalize=True).numpy()
+    assert cosine(embeddings[:10], expected_images).min() >= 0.9999
+    assert cosine(embeddings[10:], expected_texts).min() >= 0.9999
+    # without --out, each line carries its vector
+    result = run("embed", "--text-file", str(text_file), "--json", "--batch-size", "7",
+                 "--url", server.http_url, "--protocol", "http")
+    assert result.returncode == 0, result.stderr
+    vectors = np.array([json.loads(line)["embedding"] for line in result.stdout.splitlines()])
+    assert np.abs(vectors - embeddings[10:]).max() < 1e-5
+
+
+def test_status_json(server):
+    result = run("status", "--json", "--url", server.http_url)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["live"] is True and status["server"] == server.http_url
+    models = {m["name"]: m for m in status["models"]}
+    assert models["clip_classify"]["state"] == "READY"
+    assert models["clip_image_encoder"]["details"]["weights"] not in ("", "random")
+    assert status["host"]["cores"] >= 1
+
+
+def test_track_json_lines_per_frame(server, tmp_path):
+    from tests.sam2_track_common import clip_jpegs
+    from tritonlens.client.sam2.track import Point, Sam2VideoClient
+
+    frames = clip_jpegs(4)
+    for t, jpeg in enumerate(frames):
+        (tmp_path / f"frame{t:03d}.jpg").write_bytes(jpeg)
+    result = run("track", str(tmp_path), "--point", "0:170,120", "--json", "--url", server.grpc_url)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = list(Sam2VideoClient(server.grpc_url).track(tmp_path, {0: [Point(170, 120, 1, 1)]}))
+    assert [line["frame"] for line in lines] == [0, 1, 2, 3]
+    for line, frame in zip(lines, expected):
+        assert [o["object_id"] for o in line["objects"]] == [1]
+        area = int(frame.masks[0].sum())
+        assert abs(line["objects"][0]["area"] - area) <= 0.01 * max(area, 100)

@@ -132,8 +132,8 @@ def chunk_bounds(count: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-# The preprocessing stubs name a refused image by its position in the request.
-_ITEM_IN_REQUEST = re.compile(r"image (\d+) of the request")
+# clip_preprocess / clip_tokenize name a refused image or text by its position in the request.
+_ITEM_IN_REQUEST = re.compile(r"(?:image|text) (\d+) of the request")
 
 
 class ProgressBar:
@@ -246,7 +246,7 @@ class ClipClient(TritonClient):
                 if found and start + int(found.group(1)) < stop:
                     where += f", the server refused item {start + int(found.group(1))} " \
                              f"({name(start + int(found.group(1)))})"
-                elif stop - start == 1 or not found:
+                else:
                     where += f" ({name(start)}{' ...' if stop - start > 1 else ''})"
                 message = f"{where}: {err}"
                 if isinstance(err, InferenceError):
