@@ -137,7 +137,8 @@ _ITEM_IN_REQUEST = re.compile(r"(?:image|text) (\d+) of the request")
 
 
 class ProgressBar:
-    """A rich progress bar on stderr (transient), or nothing when ``enabled`` is false.
+    """A rich progress bar on stderr (transient), or nothing when ``enabled`` is false or
+    stderr is not a terminal.
 
     Standard output is routed above the bar only when it is a terminal itself, so results
     piped elsewhere (``--json | ...``) never end up on stderr. ``advance`` is thread-safe.
@@ -145,7 +146,7 @@ class ProgressBar:
 
     def __init__(self, enabled: bool, total: int, description: str):
         self.progress = None
-        if enabled:
+        if enabled and sys.stderr.isatty():  # a log or a pipe gets no bar (rich leaves blank lines)
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
