@@ -29,7 +29,6 @@ container's native backends serve them.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import importlib.util
@@ -58,7 +57,6 @@ PYTHON_BASED_BACKENDS = ("onnxruntime", "pytorch")
 # inference, health, metadata, model-config and statistics stay open.
 RESTRICTED_APIS = ("shared-memory", "model-repository", "logging", "trace")
 SHM_DIR = Path("/dev/shm")
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class TritonNotFoundError(RuntimeError):
@@ -202,23 +200,28 @@ def check_port_free(host: str, port: int, name: str) -> None:
                 "ports (0 = any free port)") from None
 
 
-def _die_with_parent_preexec():
-    """A ``preexec_fn`` that makes the child get SIGTERM when this process dies (Linux
-    ``prctl(PR_SET_PDEATHSIG)``; Triton's SIGTERM is a clean shutdown). The signal follows
-    the *thread* that forked, so only the main thread may use it (checked by the caller).
-    None where prctl is unavailable."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
+# Run as ``python -I -S -c DIE_WITH_PARENT <parent pid> <program> <args...>``: sets
+# PR_SET_PDEATHSIG (SIGTERM, Triton's clean shutdown) on itself, then execs the program, which
+# keeps it (it is not set-uid). A small exec wrapper instead of a ``preexec_fn``: Python code
+# between fork and exec in a multi-threaded parent (a gRPC client's threads, for one) can hang
+# the child before exec; without a preexec_fn, subprocess spawns with vfork/posix_spawn.
+DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+except (OSError, AttributeError):  # not Linux: run without the protection
+    pass
+if os.getppid() != int(sys.argv[1]):  # the parent died before prctl took effect
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
 
-    return preexec
+def die_with_parent(command: list[str]) -> list[str]:
+    """``command`` wrapped so that the program gets SIGTERM when the *thread* that starts it
+    dies (Linux ``prctl(PR_SET_PDEATHSIG)``; only the main thread should use it, which the
+    caller checks). The process keeps its PID across the wrapper's exec."""
+    return [sys.executable, "-I", "-S", "-c", DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -383,18 +386,16 @@ class TritonServer:
         if self.log_file:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             self._log_handle = open(self.log_file, "ab")
-        preexec = None
+        command = self.command(install, backend_dir)
         if threading.current_thread() is threading.main_thread():
-            preexec = _die_with_parent_preexec()
+            command = die_with_parent(command)
         else:
             warnings.warn("TritonServer started from a thread other than the main thread: the "
                           "server will not be stopped if this process dies", stacklevel=2)
         self.process = subprocess.Popen(
-            self.command(install, backend_dir),
-            env=server_environment(install),
+            command, env=server_environment(install),
             stdout=self._log_handle, stderr=subprocess.STDOUT if self._log_handle else None,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it cleanly
-            preexec_fn=preexec,
         )
         try:
             for port in (self.http_port, self.grpc_port):

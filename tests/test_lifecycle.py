@@ -64,13 +64,18 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
-def start_serve(repo: Path, tmp_path: Path, ports: tuple[int, int, int], **popen) -> subprocess.Popen:
+def start_serve(repo: Path, tmp_path: Path, ports: tuple[int, int, int],
+                sigint_ignored: bool = False) -> subprocess.Popen:
+    """`tritonlens serve` as a child; with ``sigint_ignored`` it inherits SIGINT ignored, as
+    a background job of a non-interactive shell does (set by ``sh``'s trap, then exec: no
+    preexec_fn, which can hang a child forked from this multi-threaded test process)."""
     http, grpc, metrics = ports
-    return subprocess.Popen(
-        [TRITONLENS, "serve", "--repo", str(repo), "--http-port", str(http), "--grpc-port",
-         str(grpc), "--metrics-port", str(metrics), "--log-file", str(tmp_path / "server.log")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "200"}, **popen)
+    command = [TRITONLENS, "serve", "--repo", str(repo), "--http-port", str(http), "--grpc-port",
+               str(grpc), "--metrics-port", str(metrics), "--log-file", str(tmp_path / "server.log")]
+    if sigint_ignored:
+        command = ["sh", "-c", 'trap "" INT; exec "$0" "$@"', *command]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
 
 
 def read_until(proc: subprocess.Popen, text: str, timeout: float = 120.0) -> str:
@@ -134,8 +139,7 @@ def test_serve_stops_on_signals_even_with_sigint_inherited_ignored(tmp_path, sig
     """A background job of a non-interactive shell inherits SIGINT ignored; `serve` handles
     SIGINT, SIGTERM and SIGHUP itself and stops the server (before: SIGINT did nothing)."""
     repo = identity_repo(tmp_path / "repo")
-    proc = start_serve(repo, tmp_path, (0, 0, 0),
-                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    proc = start_serve(repo, tmp_path, (0, 0, 0), sigint_ignored=True)
     try:
         out = read_until(proc, "Ctrl-C to stop")
         assert "ready" in out, out
