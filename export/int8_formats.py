@@ -35,7 +35,7 @@ import numpy as np
 
 from tritonlens.export.onnx_variants import INT8_FORMAT, INT8_FORMATS, host_isa, quantize_int8
 
-# Prompts for the SAM 2 decoder, as fractions of the image side (those of tests/test_sam2_parity).
+# Prompts for the SAM 2 decoder, as fractions of the image side (those of tests/server/test_sam2_parity).
 PROMPTS = [
     ([(0.5, 0.45)], [1]),
     ([(0.5, 0.45), (0.15, 0.85), (0.7, 0.3)], [1, 0, 1]),

@@ -1,8 +1,7 @@
-"""Shared fixtures: real photos, one exported model repository, one real tritonserver.
-
-Every family's test export goes into the one session repository (``repo``), so the suite
-starts tritonserver once. Small architectures keep the default run fast: CLIP ViT-S-32
-(the README's main job uses ViT-B-32).
+"""Fixtures shared by both kinds of test: real photos, seeded checkpoints and the in-process
+reference models. tests/server/conftest.py adds the exported repository and the server.
+Small architectures keep the default run fast: CLIP ViT-S-32 (the README's main job uses
+ViT-B-32).
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.sam2_track_common import export_short_idle_tracker
 from tritonlens.client.demo import write_sample_photos
-from tritonlens.serve import TritonServer
 
 CLIP_TEST_MODEL = "ViT-S-32"
 CLIP_TEST_LABELS = ["cat", "dog", "cup of coffee", "astronaut", "rocket", "galaxy",
@@ -79,31 +76,6 @@ def sam2_reference(sam2_checkpoint):
     s = SAM2_TEST_IMAGE_SIZE  # the predictor hard-codes the 1024-px feature sizes
     predictor._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
     return predictor
-
-
-@pytest.fixture(scope="session")
-def repo(tmp_path_factory, clip_checkpoint, sam2_checkpoint) -> Path:
-    """One model repository holding every family's test export."""
-    from tritonlens.export.clip import ClipExportOptions, export_clip
-
-    path = tmp_path_factory.mktemp("model_repository")
-    export_clip(ClipExportOptions(model=CLIP_TEST_MODEL, pretrained=str(clip_checkpoint),
-                                  labels=CLIP_TEST_LABELS, templates=CLIP_TEST_TEMPLATES,
-                                  max_batch_size=8), path)
-    from tritonlens.export.sam2 import Sam2ExportOptions, export_sam2
-
-    export_sam2(Sam2ExportOptions(config=SAM2_TEST_CONFIG, checkpoint=str(sam2_checkpoint),
-                                  image_size=SAM2_TEST_IMAGE_SIZE), path)
-    export_short_idle_tracker(path, sam2_checkpoint, SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE)
-    return path
-
-
-@pytest.fixture(scope="session")
-def server(repo, tmp_path_factory):
-    """A real tritonserver on ``repo`` (free ports), for the whole session."""
-    log = tmp_path_factory.mktemp("logs") / "tritonserver.log"
-    with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0, log_file=log) as srv:
-        yield srv
 
 
 @pytest.fixture(params=["grpc", "http"])

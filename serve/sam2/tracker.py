@@ -23,7 +23,7 @@ sam2's own modules (``SAM2Base.track_step``, ``_encode_new_memory``,
 
 So a stream's state is bounded by the memory-bank size, not by the video's length, and the
 results equal the offline predictor's driven frame by frame ("propagate to t-1, add the
-prompt at t, propagate from t"; see ``tests/test_sam2_track_parity.py``).
+prompt at t, propagate from t"; see ``tests/server/test_sam2_track_parity.py``).
 
 Prompt semantics (as ``SAM2VideoPredictor.add_new_points_or_box`` with
 ``clear_old_points=True`` and the subsequent ``propagate_in_video``):

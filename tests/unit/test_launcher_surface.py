@@ -1,7 +1,7 @@
 """The launcher's command line and exposed surface, without starting a server: restricted
 APIs with the key, per-start /dev/shm prefixes, the exit timeout, busy-port detection, where
 clients find the key, and the compose file's loopback ports (the real-server tests are in
-tests/test_lifecycle.py)."""
+tests/server/test_lifecycle.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sequence IDs as Sam2VideoClient sends them (no server: tests/test_sam2_track_server.py
+"""Sequence IDs as Sam2VideoClient sends them (no server: tests/server/test_sam2_track_server.py
 sends the extremes to a real one)."""
 
 import numpy as np

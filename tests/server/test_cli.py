@@ -181,7 +181,7 @@ def test_embed_folder_and_text_file_past_max_batch_size(server, photos, clip_ref
     import numpy as np
     import torch
 
-    from tests.test_clip_parity import cosine, reference_image_embeddings
+    from tests.server.test_clip_parity import cosine, reference_image_embeddings
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -228,7 +228,7 @@ def test_status_json(server):
 
 
 def test_track_json_lines_per_frame(server, tmp_path):
-    from tests.sam2_track_common import clip_jpegs
+    from tests.server.sam2_track_common import clip_jpegs
     from tritonlens.client.sam2.track import Point, Sam2VideoClient
 
     frames = clip_jpegs(4)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import SAM2_TEST_IMAGE_SIZE
-from tests.sam2_track_common import (FEW_STREAMS, SCHEDULE, SHORT_IDLE_S, TRACK_CONFIG,
+from tests.server.sam2_track_common import (FEW_STREAMS, SCHEDULE, SHORT_IDLE_S, TRACK_CONFIG,
                                      clip_jpegs, prompt_arrays)
 from tritonlens.client.base import InferenceError, TritonLensError
 from tritonlens.client.sam2 import mask_iou
@@ -76,7 +76,7 @@ def solo(client, videos):
 
 def test_served_tracking_equals_in_process_tracker(solo, videos, sam2_checkpoint):
     """Server == tritonlens.serve.sam2 in-process on sam2's own forward_image (and that one
-    == SAM2VideoPredictor, tests/test_sam2_track_parity.py)."""
+    == SAM2VideoPredictor, tests/server/test_sam2_track_parity.py)."""
     model = build_video_model(TRACK_CONFIG, SAM2_TEST_IMAGE_SIZE, sam2_checkpoint)
     tracker = StreamingTracker(model)
     tracker.start("ref")

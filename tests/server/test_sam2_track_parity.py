@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.sam2_track_common import (SCHEDULE, TRACK_CONFIG, TRACK_FRAMES, clip_jpegs,
+from tests.server.sam2_track_common import (SCHEDULE, TRACK_CONFIG, TRACK_FRAMES, clip_jpegs,
                                      prompt_arrays, reference_track, seeded_weights)
 from tritonlens.client.sam2 import mask_iou
 from tritonlens.serve.sam2 import (FrameOrderError, PromptError, StreamingTracker,
