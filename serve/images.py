@@ -5,11 +5,19 @@ its own request with a message naming the problem, and a decompression bomb (too
 pixels) or an extreme aspect ratio is refused from its header, before a single pixel is
 decoded. The message tells an unrecognised file ("not a JPEG, PNG or WebP image") from a
 recognised but broken one ("corrupt or truncated PNG ...").
+
+Clients that can only send text (HTTP/JSON, where a BYTES element is a JSON string) send the
+file as base64: a data URL (``data:image/jpeg;base64,<base64>``) or the plain base64 text.
+:func:`decode` unwraps both before decoding; bytes that start with a JPEG, PNG or WebP
+signature are never read as base64.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import re
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -23,6 +31,9 @@ DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_MAX_ASPECT_RATIO = 100.0
 # The signatures that name a supported format even when Pillow cannot parse the header.
 SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"))
+
+# The base64 alphabet (standard and URL-safe), padding and the whitespace a text may wrap in.
+BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/_\-=\s]+")
 
 # decode() applies its own pixel limit with a clearer message than Pillow's warning/error.
 Image.MAX_IMAGE_PIXELS = None
@@ -39,10 +50,51 @@ def signature_format(data: bytes) -> str | None:
     return next((name for magic, name in SIGNATURES if data.startswith(magic)), None)
 
 
+def unwrap_base64(data: bytes) -> bytes:
+    """The file bytes inside a base64 text, or ``data`` unchanged when it is not one.
+
+    A data URL (``data:<media type>;base64,<payload>``, RFC 2397) is always unwrapped; any
+    other input only when it does not start with a supported format's signature, consists
+    of base64 characters alone (standard or URL-safe alphabet, whitespace allowed) and
+    decodes to bytes that start with a JPEG, PNG or WebP signature (otherwise it is returned
+    unchanged, and :func:`decode` names it as not an image).
+
+    Raises:
+        ImageError: a data URL that is not base64 (``;base64`` missing) or whose payload is
+            not valid base64.
+    """
+    if data[:5].lower() == b"data:":
+        header, comma, payload = data.partition(b",")
+        if not comma or not header.lower().endswith(b";base64"):
+            raise ImageError("data URL without ';base64,': send the image as "
+                             "'data:image/<format>;base64,<base64 of the file>'")
+        return _b64decode(payload, "the data URL's payload")
+    if signature_format(data) or not BASE64_TEXT.fullmatch(data):
+        return data
+    try:
+        decoded = _b64decode(data, "base64 text")
+    except ImageError:
+        return data
+    return decoded if signature_format(decoded) else data
+
+
+def _b64decode(text: bytes, what: str) -> bytes:
+    compact = re.sub(rb"\s+", b"", text)
+    if b"-" in compact or b"_" in compact:
+        compact = compact.translate(bytes.maketrans(b"-_", b"+/"))
+    try:
+        return base64.b64decode(compact + b"=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ImageError(f"{what} is not valid base64: {err}") from None
+
+
 def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
            apply_exif_orientation: bool = False,
            max_aspect_ratio: float | None = None) -> Image.Image:
     """Decode one JPEG, PNG or WebP file's bytes into a loaded Pillow image (mode unchanged).
+
+    ``data`` may also be that file as base64 text (a data URL or plain base64, see
+    :func:`unwrap_base64`); ``max_bytes`` bounds the text and the decoded file alike.
 
     Args:
         max_aspect_ratio: refuse an image whose longer side is more than this many times its
@@ -55,12 +107,15 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DE
             more than ``max_pixels`` pixels or an aspect ratio over ``max_aspect_ratio``
             (both checked from the header: ``Image.open`` reads only the header, so a
             decompression bomb costs nothing); a corrupt or truncated file of a recognised
-            format ("corrupt or truncated JPEG: ...").
+            format ("corrupt or truncated JPEG: ..."); a data URL that is not valid base64.
     """
     if len(data) == 0:
         raise ImageError("empty image bytes")
     if len(data) > max_bytes:
         raise ImageError(f"image is {len(data)} bytes, over the limit of {max_bytes} bytes")
+    data = unwrap_base64(bytes(data))
+    if len(data) == 0:
+        raise ImageError("empty image bytes (the data URL's payload is empty)")
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
         width, height = image.size
@@ -79,7 +134,8 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DE
         if recognised:
             raise ImageError(f"corrupt or truncated {recognised}: it starts with the {recognised} "
                              "signature but its header cannot be parsed") from None
-        raise ImageError("not a JPEG, PNG or WebP image (cannot identify the image format)") from None
+        raise ImageError("not a JPEG, PNG or WebP image (cannot identify the image format; "
+                         "nor base64 text of one)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         recognised = signature_format(data) or "image"
         raise ImageError(f"corrupt or truncated {recognised}: {err}") from None
