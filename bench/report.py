@@ -195,6 +195,19 @@ def markdown(results: dict) -> str:
 
 
 # -- plots --------------------------------------------------------------------------------
+def series_colours(count: int) -> list[tuple[float, float, float, float]]:
+    """``count`` distinct RGBA colours, one per plotted series: matplotlib's qualitative
+    ``tab10`` / ``tab20`` maps while they suffice (the default colour cycle repeats after 10,
+    which gave two series the same green), else evenly spaced hues of ``hsv``."""
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return [colormaps["tab10"](i) for i in range(count)]
+    if count <= 20:
+        return [colormaps["tab20"](i) for i in range(count)]
+    return [colormaps["hsv"](i / count) for i in range(count)]
+
+
 def plot_throughput(results: dict, path: Path) -> None:
     """Inferences/s vs concurrency, one panel per model family (the model name's prefix:
     clip, sam2 ...) and one line per (model, protocol, shared memory)."""
@@ -212,9 +225,10 @@ def plot_throughput(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(max(1, len(panels)), 1, figsize=(9, 3.6 * max(1, len(panels))),
                              dpi=90, squeeze=False)
     for ax, (family, series) in zip(axes[:, 0], sorted(panels.items())):
-        for label, pts in sorted(series.items()):
+        colours = series_colours(len(series))
+        for colour, (label, pts) in zip(colours, sorted(series.items())):
             pts.sort()
-            ax.plot([c for c, _ in pts], [t for _, t in pts], marker="o", label=label,
+            ax.plot([c for c, _ in pts], [t for _, t in pts], marker="o", label=label, color=colour,
                     linestyle="--" if " http" in label else "-",
                     linewidth=2.5 if label.startswith(END_TO_END) else 1)
         ort = results.get("ratios", {}).get("onnxruntime_in_process")
