@@ -1,4 +1,5 @@
-"""Pictures of SAM 2 results: a mask as a PNG, and an overlay a person can look at."""
+"""Pictures of SAM 2 results: a mask as a PNG, an overlay a person can look at, and the
+prompts (clicks and boxes) drawn on a tracked video's frames."""
 
 from __future__ import annotations
 
@@ -58,3 +59,31 @@ def _erode(mask: np.ndarray) -> np.ndarray:
     inner[:, 1:] &= mask[:, :-1]
     inner[:, :-1] &= mask[:, 1:]
     return inner
+
+
+def draw_prompts(frame: np.ndarray, prompts, colours: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3]: ``frame`` with a tracking request's prompts drawn on it.
+
+    Args:
+        frame: uint8 [H, W, 3] RGB (e.g. the frame with its masks tinted).
+        prompts: ``client.sam2.track`` ``Point``s (a dot in the object's colour, ringed green
+            for foreground, red for background) and ``Box``es (a rectangle in the object's
+            colour), coordinates in pixels of the frame.
+        colours: float or uint8 [K, 3] RGB, the object's colour is ``colours[object_id % K]``
+            (the colours its mask is tinted with).
+    """
+    if not prompts:
+        return frame
+    picture = Image.fromarray(np.ascontiguousarray(frame))
+    draw = ImageDraw.Draw(picture)
+    radius = max(3, round(min(picture.size) / 80))
+    for prompt in prompts:
+        colour = tuple(int(c) for c in colours[int(prompt.object_id) % len(colours)])
+        if hasattr(prompt, "x0"):
+            draw.rectangle([(prompt.x0, prompt.y0), (prompt.x1, prompt.y1)], outline=colour,
+                           width=max(2, radius // 2))
+        else:
+            ring = POINT_COLOURS.get(int(prompt.label), (255, 255, 255))
+            draw.ellipse([prompt.x - radius, prompt.y - radius, prompt.x + radius, prompt.y + radius],
+                         fill=colour, outline=ring, width=max(2, radius // 2))
+    return np.asarray(picture)

@@ -14,6 +14,7 @@ import typer
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.options import (Protocol, Url, check_protocol, console, err_console, fail,
                                        warn_random_weights)
+from tritonlens.client.sam2.render import draw_prompts
 from tritonlens.client.sam2.track import Box, Point, Sam2VideoClient, TrackedFrame, read_video
 
 # One colour per object (RGB), cycled.
@@ -154,7 +155,9 @@ def track(
                 if out is not None:
                     if writer is None:
                         writer = VideoWriter(writer_path, fps)
-                    writer.write(overlay_frame(result.image, result))
+                    shown = [q for f, ps in prompts.items() if 0 <= result.frame_index - f < max(1, fps // 2)
+                             for q in ps]  # each prompt stays visible for half a second
+                    writer.write(draw_prompts(overlay_frame(result.image, result), shown, COLOURS))
                 if masks_dir is not None:
                     for k, obj in enumerate(result.object_ids):
                         Image.fromarray(result.masks[k].astype(np.uint8) * 255).save(
