@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from tritonlens.client.base import TritonClient
-from tritonlens.client.clip import ImageLike, bytes_tensor, read_image
+from tritonlens.client.common import ImageLike, bytes_tensor, read_image
 
 FOREGROUND, BACKGROUND, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 1, 0, 2, 3
 
