@@ -42,9 +42,10 @@ def bench(
     tune: Annotated[bool | None, typer.Option(
         help="Also measure the tuning candidates (default: on in full mode)")] = None,
     tools_dir: Annotated[Path, typer.Option(help="Where perf_analyzer's own venv is created")] = Path(".tools"),
-    sam2_size: Annotated[int | None, typer.Option(
-        help="Also export SAM 2.1 hiera-tiny at this size and measure every SAM 2 model "
-             "(default 512; 0 = CLIP only, the default with --quick or --repo)")] = None,
+    family: Annotated[list[str] | None, typer.Option(
+        help="Also run this plugin's benchmark export (sam2: SAM 2.1 hiera-tiny at 512 px) and "
+             "measure its models (repeatable or comma-separated; 'none' for CLIP only; default: "
+             "every installed plugin, none with --quick or --repo)")] = None,
 ) -> None:
     """Load-test every served model with perf_analyzer, beside the in-process baselines.
 
@@ -72,7 +73,8 @@ def bench(
                            protocols=protocols, shared_memory=shared_memory, concurrency=sweep,
                            models=_split(model), naive_images=naive_images,
                            measurement=measurement, tune=tune, tools_dir=tools_dir,
-                           sam2_size=sam2_size)
+                           families=None if family is None else
+                           [f for f in _split(family) or [] if f != "none"])
     try:
         folder = run_bench(options)
     except (PerfAnalyzerError, ValueError) as err:

@@ -38,10 +38,12 @@ from PIL import Image
 from tritonlens.bench.monitor import ResourceMonitor, process_label
 from tritonlens.bench.perf_analyzer import (Measurement, PerfPoint, ensure_perf_analyzer, run_point,
                                             write_input_data)
-from tritonlens.bench.scenarios import BenchInputs, sam2_image_and_click
 from tritonlens.client.clip import ClipClient
-from tritonlens.client.demo import DEMO_LABELS, write_sample_photos
+from tritonlens.client.clip.demo import DEMO_LABELS
+from tritonlens.client.demo import write_sample_photos
+from tritonlens.client.plugins import BenchInputs
 from tritonlens.client.sam2 import Sam2Client, mask_iou
+from tritonlens.client.sam2.scenarios import sam2_image_and_click
 from tritonlens.export.clip import ClipExportOptions, export_clip
 from tritonlens.export.clip.export import read_lines
 from tritonlens.export.onnx_variants import INT8_FORMAT, host_isa

@@ -1,13 +1,14 @@
 """``tritonlens bench``: the whole benchmark, start to finish, into one results folder.
 
 1. real inputs: scikit-image's sample photos (JPEG, PNG, WebP of different sizes);
-2. an export (or the repository given) with a seeded random-init checkpoint file, so the
-   in-process baselines load exactly the served weights;
+2. a CLIP export (or the repository given) with a seeded random-init checkpoint file, so
+   the in-process baselines load exactly the served weights; then every other plugin's
+   benchmark export (``Plugin.bench_export``; full mode);
 3. baselines in this process, before the server starts (no CPU contention): open_clip in
    torch and a raw onnxruntime session per batch size, then the naive path as real
    subprocesses, one per image;
-4. a real tritonserver; perf_analyzer over every scenario whose model is served, per
-   protocol, concurrency and (optionally) system shared memory, with CPU and RSS sampled;
+4. a real tritonserver; perf_analyzer over every plugin's scenario whose model is served,
+   per protocol, concurrency and (optionally) system shared memory, with CPU and RSS sampled;
 5. optional tuning: candidate configs loaded into the running server and measured;
 6. ``results.json``, ``report.md`` and PNG plots (see ``report.py``).
 """
@@ -24,12 +25,14 @@ from pathlib import Path
 import psutil
 
 from tritonlens.bench import baselines, report, scenarios, tuning
+from tritonlens.client.clip.demo import DEMO_LABELS
+from tritonlens.client.clip.scenarios import clip_pixels
+from tritonlens.client.plugins import load_plugins
 from tritonlens.bench.host import describe_host, versions
 from tritonlens.bench.monitor import ResourceMonitor
 from tritonlens.bench.perf_analyzer import (Measurement, PerfPoint, ensure_perf_analyzer,
                                             run_point, write_input_data)
 
-LABELS_FILE = Path(__file__).resolve().parent.parent / "client" / "data" / "demo_labels.txt"
 # The label file of ``tritonlens demo`` (27 labels) and open_clip's 7 "simple" ImageNet
 # templates (SIMPLE_IMAGENET_TEMPLATES), used by the export and the naive path alike.
 TEMPLATES = ["itap of a {}.", "a bad photo of the {}.", "a origami {}.",
@@ -58,10 +61,11 @@ class BenchOptions:
         measurement: perf_analyzer's window and stability settings.
         tune: run the tuning candidates after the sweep.
         tools_dir: where perf_analyzer's own venv lives.
-        sam2_size: also export SAM 2.1 hiera-tiny (random weights) at this size into the
-            repository, so every SAM 2 model is measured too (0: no; default 512 in full
-            mode, 0 in quick mode or with ``repo`` given). A repository that already holds
-            SAM 2 keeps it, at whatever size.
+        families: also run these plugins' benchmark exports (``Plugin.bench_export``, e.g.
+            sam2: SAM 2.1 hiera-tiny at 512 px) into the repository, so their models are
+            measured too (default: every installed plugin in full mode, none in quick mode
+            or with ``repo`` given; CLIP is always exported, for the baselines). A
+            repository that already holds a family keeps it.
     """
 
     quick: bool = False
@@ -79,7 +83,7 @@ class BenchOptions:
     measurement: Measurement | None = None
     tune: bool | None = None
     tools_dir: Path = Path(".tools")
-    sam2_size: int | None = None
+    families: list[str] | None = None
 
     def resolved(self) -> "BenchOptions":
         """A copy with every None replaced by the mode's default."""
@@ -98,8 +102,8 @@ class BenchOptions:
             measurement=self.measurement or (Measurement(800, 200, 6) if q else Measurement(3000, 30, 6)),
             tune=self.tune if self.tune is not None else not q,
             tools_dir=self.tools_dir,
-            sam2_size=(self.sam2_size if self.sam2_size is not None
-                       else 0 if (q or self.repo) else 512))
+            families=(list(self.families) if self.families is not None
+                      else [] if (q or self.repo) else list(load_plugins())))
 
 
 def log(message: str) -> None:
@@ -118,7 +122,7 @@ def prepare_clip(options: BenchOptions) -> tuple[Path, dict]:
     import open_clip
     import torch
 
-    from tritonlens.client.demo import existing_export
+    from tritonlens.client.clip.demo import existing_export
     from tritonlens.export.clip import ClipExportOptions, export_clip
     from tritonlens.export.clip.export import read_lines
     from tritonlens.export.config import parse_config
@@ -126,7 +130,7 @@ def prepare_clip(options: BenchOptions) -> tuple[Path, dict]:
     model = options.clip_model
     work = options.work / model
     repo = options.repo or work / "model_repository"
-    labels = read_lines(LABELS_FILE, "labels")
+    labels = read_lines(DEMO_LABELS, "labels")
     templates = TEMPLATES[:1] if options.quick else TEMPLATES
     if options.repo and (repo / "clip_image_encoder" / "config.pbtxt").exists():
         params = parse_config(repo / "clip_image_encoder" / "config.pbtxt").parameters
@@ -154,25 +158,10 @@ def prepare_clip(options: BenchOptions) -> tuple[Path, dict]:
                   "templates": templates}
 
 
-def prepare_sam2(repo: Path, image_size: int) -> None:
-    """Export SAM 2.1 hiera-tiny (random weights, image models and video tracker) at
-    ``image_size`` px into ``repo``, unless it already holds that export."""
-    from tritonlens.export.config import parse_config
-    from tritonlens.export.sam2 import Sam2ExportOptions, export_sam2
-
-    existing = repo / "sam2_preprocess" / "config.pbtxt"
-    if existing.exists():
-        size = parse_config(existing).parameters["image_size"].string_value
-        log(f"reusing the SAM 2 export in {repo} ({size} px)")
-        return
-    log(f"exporting SAM 2.1 hiera-tiny at {image_size} px into {repo}")
-    export_sam2(Sam2ExportOptions(config="sam2.1_hiera_t", image_size=image_size), repo, report=log)
-
-
 def run_clip_baselines(options: BenchOptions, inputs: scenarios.BenchInputs, export: dict) -> dict:
     """torch and onnxruntime in-process per batch size, then the naive path."""
     cores = usable_cores()
-    pixels = scenarios.clip_pixels(inputs)
+    pixels = clip_pixels(inputs)
     log(f"baseline: onnxruntime in-process, batch sizes {options.batch_sizes}")
     ort_curve = baselines.onnxruntime_encoder(
         inputs.repo / "clip_image_encoder" / "1" / "model.onnx", pixels, options.batch_sizes,
@@ -266,8 +255,12 @@ def run_bench(options: BenchOptions) -> Path:
     tool = ensure_perf_analyzer(options.tools_dir, log)
     photos = write_sample_photos(options.work / "photos")
     repo, export = prepare_clip(options)
-    if options.sam2_size:
-        prepare_sam2(repo, options.sam2_size)
+    plugins = load_plugins()
+    unknown = sorted(set(options.families) - set(plugins))
+    if unknown:
+        raise ValueError(f"no plugin named {', '.join(unknown)}; installed: {', '.join(plugins)}")
+    for family in options.families:
+        plugins[family].bench_export(repo, log)
     inputs = scenarios.BenchInputs(photos=photos, repo=repo, labels=export["labels"],
                                    templates=export["templates"])
     load_before = psutil.getloadavg()

@@ -25,11 +25,10 @@ import psutil
 import typer
 from rich.table import Table
 
-from tritonlens.bench.cli import bench
 from tritonlens.client.base import TritonClient, TritonLensError
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console, fail,
                                        run_at_boundary)
-from tritonlens.client.plugins import load_plugins
+from tritonlens.client.plugins import load_commands, load_plugins
 
 app = typer.Typer(
     help="Serve OpenCLIP and SAM 2 encoders on NVIDIA Triton Inference Server.\n\n"
@@ -39,7 +38,6 @@ app = typer.Typer(
 export_app = typer.Typer(help="Export a model family into a Triton model repository.",
                          no_args_is_help=True)
 app.add_typer(export_app, name="export")
-app.command("bench")(bench)
 
 
 @app.command()
@@ -212,17 +210,18 @@ def demo(
 ) -> None:
     """The main job, start to finish on real input: export, serve, classify, embed, segment, track.
 
-    Writes scikit-image's sample photos as JPEG/PNG/WebP files and a real H.264 clip made
-    from one of them, exports CLIP and SAM 2 (unless the repository already holds those
-    exports), starts a real tritonserver, classifies every photo over gRPC, embeds photos
-    and texts over HTTP, segments a photo from a click and tracks an object through the
-    clip frame by frame (mask PNGs, overlay picture and overlay video in build/demo_results),
-    then stops the server.
+    Writes scikit-image's sample photos as JPEG/PNG/WebP files, then every installed model
+    family (plugin) exports (unless the repository already holds its export), a real
+    tritonserver starts, and every family sends its requests: CLIP classifies every photo
+    over gRPC and embeds photos and texts over HTTP, SAM 2 segments a photo from a click
+    and tracks an object through a real H.264 clip frame by frame (mask PNGs, overlay
+    picture and overlay video in build/demo_results); then the server stops.
     """
     from tritonlens.client.demo import run_demo
 
     try:
-        run_demo(repo, model, pretrained, out, sam2_size, frames)
+        run_demo(repo, {"model": model, "pretrained": pretrained, "sam2_size": sam2_size,
+                        "frames": frames}, out)
     except TritonLensError as err:
         fail(str(err))
 
@@ -230,6 +229,8 @@ def demo(
 def main() -> None:
     """Entry point of the ``tritonlens`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name, command in load_commands().items():  # tritonlens bench, ...
+        app.command(name)(command)
     for plugin in load_plugins().values():
         export_app.command(plugin.name)(plugin.export)
         for name, command in plugin.commands.items():

@@ -1,62 +1,172 @@
-"""The plugin contract: one model family (clip, sam2, ...) as one small object.
+"""The plugin contract: one model family (clip, sam2, timm, ...) as one small class.
 
-A model family registers a :class:`Plugin` under the Python entry-point group
-``tritonlens.plugins``; the built-in families register exactly as a third-party package
-would, in its ``pyproject.toml``::
+A family subclasses :class:`Plugin` and registers an instance under the Python entry-point
+group ``tritonlens.plugins``. The built-in families register exactly as a third-party
+package does, in its ``pyproject.toml``::
 
     [project.entry-points."tritonlens.plugins"]
-    clip = "tritonlens.client.clip.plugin:plugin"
+    timm = "tritonlens_timm.plugin:plugin"
 
-The command line discovers every plugin there: ``export`` becomes ``tritonlens export
-<name>`` and each entry of ``commands`` a top-level command (``tritonlens classify``).
-Commands are plain functions with typer-annotated parameters.
-
-Example (a minimal third-party family)::
-
-    def export_mine(model: str, repo: Path = Path("model_repository")):
-        "Export MyNet into a model repository."
-        ...
-
-    plugin = Plugin(name="mynet", summary="MyNet encoders", export=export_mine)
+The core loops over the plugins and never names a family: ``tritonlens export <name>``
+runs :meth:`Plugin.export`, every entry of ``Plugin.commands`` becomes a top-level
+command, ``tritonlens bench`` measures every :meth:`Plugin.scenarios` entry whose model is
+served (after :meth:`Plugin.bench_export`), and ``tritonlens demo`` runs every plugin's
+:meth:`Plugin.demo_export` before the server starts and :meth:`Plugin.demo` once it serves.
+Only ``name`` and ``export`` are required. Worked example: ``examples/tritonlens-timm``.
 """
 
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from tritonlens.client.base import TritonClient
 
 ENTRY_POINT_GROUP = "tritonlens.plugins"
+# Top-level commands that are not a model family's (``tritonlens bench``): name -> a
+# typer-annotated function, registered like the plugins, so the command line imports none.
+COMMANDS_GROUP = "tritonlens.commands"
 log = logging.getLogger(__name__)
+# One benchmark input stream: a list of requests, each {input name: array without the batch
+# axis, or a list of bytes for a BYTES tensor}; a stateful model gets one stream per sequence.
+Streams = list[list[dict]]
+
+
+class Plugin(ABC):
+    """A model family served by tritonlens.
+
+    Class attributes (what the family's default export writes):
+        name: ``tritonlens export <name>``; also the ``family`` of its bench scenarios.
+        models: its model directories, ensembles included (e.g. ``timm_classify``).
+        python_models: the Python-backend ``model.py`` files it ships, model name -> file;
+            its export copies each into ``<repo>/<model>/1/model.py``.
+        client: its typed client class (a :class:`TritonClient`), ``client(url, protocol)``.
+        commands: its top-level commands, name -> typer-annotated function.
+
+    Example (``examples/tritonlens-timm``, abridged)::
+
+        class TimmPlugin(Plugin):
+            name = "timm"
+            models = ("timm_preprocess", "timm_backbone", "timm_head", "timm_classify", "timm_embed")
+            python_models = {"timm_preprocess": HERE / "model_repository/timm_preprocess/1/model.py"}
+            client = TimmClient
+            commands = {"timm-classify": classify, "timm-embed": embed}
+
+            def export(self, model: str = "resnet18", repo: Path = Path("model_repository")):
+                "Export a timm model."   # typer reads the parameters and this docstring
+                export_timm(TimmExportOptions(model=model), repo)
+    """
+
+    name: ClassVar[str]
+    models: ClassVar[tuple[str, ...]] = ()
+    python_models: ClassVar[dict[str, Path]] = {}
+    client: ClassVar[type[TritonClient]] = TritonClient
+    commands: ClassVar[dict[str, Callable[..., None]]] = {}
+
+    @abstractmethod
+    def export(self, *args: Any, **kwargs: Any) -> None:
+        """``tritonlens export <name>``: parameters annotated for typer, the docstring is
+        its ``--help``; it fails with ``client.options.fail`` on a bad option."""
+
+    def scenarios(self) -> list[Scenario]:
+        """perf_analyzer scenarios, one per served model worth measuring (default: none)."""
+        return []
+
+    def bench_export(self, repo: Path, report: Callable[[str], None]) -> None:
+        """``tritonlens bench``: export the family's benchmark models into ``repo`` unless
+        it holds them, ``report``-ing each step (default: nothing; the family is then
+        measured only when the repository given holds it)."""
+
+    def demo_export(self, demo: Demo) -> None:
+        """Before the demo's server starts: export into ``demo.repo`` (default: nothing)."""
+
+    def demo(self, demo: Demo) -> None:
+        """Once ``demo.server`` serves (and every one of ``models`` is ready): real
+        requests, printed (default: nothing)."""
 
 
 @dataclass(frozen=True)
-class Plugin:
-    """A model family.
+class Scenario:
+    """One served model under load (``tritonlens bench``).
 
     Attributes:
-        name: the family's name, used as ``tritonlens export <name>``.
-        summary: one line shown in ``--help``.
-        export: the export command (a typer-annotated function).
-        commands: extra top-level commands, name -> typer-annotated function.
-        models: the Triton model names the family's export writes (for ``status``/bench).
+        model: the Triton model (or ensemble) name.
+        family: the plugin it belongs to (``clip``, ``sam2`` ...).
+        build_inputs: real input data as perf_analyzer streams (:data:`Streams`).
+        end_to_end: the family's user-facing path (encoded bytes in, result out); swept
+            over every concurrency.
+        sequence_length: > 0 for stateful models (sequence batcher): requests per sequence.
+        shared_memory: also measure with system shared memory (large tensors, end to end).
     """
 
-    name: str
-    summary: str
-    export: Callable[..., None]
-    commands: dict[str, Callable[..., None]] = field(default_factory=dict)
-    models: tuple[str, ...] = ()
+    model: str
+    family: str
+    build_inputs: Callable[[BenchInputs], Streams]
+    end_to_end: bool = False
+    sequence_length: int = 0
+    shared_memory: bool = False
+
+
+@dataclass
+class BenchInputs:
+    """The real data every scenario's input builder draws from.
+
+    Attributes:
+        photos: real photographs (JPEG, PNG, WebP files of different sizes and modes).
+        repo: the model repository being served (configs, label files, graph files).
+        labels: the class names CLIP's zero-shot head was exported with.
+        templates: the prompt templates used for those labels.
+        cache: scratch space for builders that share work (e.g. preprocessed pixels).
+    """
+
+    photos: list[Path]
+    repo: Path
+    labels: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    cache: dict = field(default_factory=dict)
+
+
+@dataclass
+class Demo:
+    """What ``tritonlens demo`` hands every plugin.
+
+    Attributes:
+        repo: the model repository the demo exports into and serves.
+        photos: real photographs (scikit-image's samples as JPEG, PNG and WebP files).
+        out: the folder of the demo's inputs (photos; a plugin may add e.g. a video).
+        results: the folder for what the demo writes (masks, overlays).
+        options: the demo command's options (model, pretrained, sam2_size, frames).
+        server: the running ``TritonServer`` (set before :meth:`Plugin.demo` runs).
+    """
+
+    repo: Path
+    photos: list[Path]
+    out: Path
+    results: Path
+    options: dict[str, Any] = field(default_factory=dict)
+    server: Any = None
+    step: int = 0
+
+    def rule(self, title: str) -> None:
+        """Print the next numbered step's heading."""
+        from tritonlens.client.options import console
+
+        self.step += 1
+        console.rule(f"{self.step}. {title}")
 
 
 def load_plugins() -> dict[str, Plugin]:
-    """Every plugin registered under ``tritonlens.plugins``, by name.
+    """Every plugin registered under ``tritonlens.plugins``, by name, the built-in ones
+    (``tritonlens``' own distribution) first, then the others by name.
 
     A plugin that fails to import is skipped with a warning naming it and the error, so
     one broken third-party package does not take the whole command line down.
     """
-    plugins: dict[str, Plugin] = {}
+    found = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             plugin = ep.load()
@@ -64,7 +174,29 @@ def load_plugins() -> dict[str, Plugin]:
             log.warning("tritonlens plugin %r (%s) failed to load: %s", ep.name, ep.value, err)
             continue
         if not isinstance(plugin, Plugin):
-            log.warning("tritonlens plugin %r (%s) is not a tritonlens Plugin", ep.name, ep.value)
+            log.warning("tritonlens plugin %r (%s) is not a tritonlens Plugin instance",
+                        ep.name, ep.value)
             continue
-        plugins[plugin.name] = plugin
-    return plugins
+        found.append((not ep.value.startswith("tritonlens."), plugin.name, plugin))
+    return {name: plugin for _, name, plugin in sorted(found, key=lambda f: f[:2])}
+
+
+def load_commands() -> dict[str, Callable[..., None]]:
+    """Every command registered under ``tritonlens.commands``, by name (one that fails to
+    import is skipped with a warning, as plugins are)."""
+    commands = {}
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda ep: ep.name):
+        try:
+            commands[ep.name] = ep.load()
+        except Exception as err:  # noqa: BLE001 - as load_plugins
+            log.warning("tritonlens command %r (%s) failed to load: %s", ep.name, ep.value, err)
+    return commands
+
+
+def builtin_python_models(*models: str) -> dict[str, Path]:
+    """``Plugin.python_models`` of tritonlens' own families: their ``model.py`` files ship
+    in ``model_repository/<model>/1/`` (package data of ``tritonlens.model_repository``)."""
+    import tritonlens.model_repository
+
+    root = Path(next(iter(tritonlens.model_repository.__path__)))
+    return {model: root / model / "1" / "model.py" for model in models}

@@ -15,7 +15,7 @@ from tritonlens.client.clip import Classification, ClipClient, ProgressBar, imap
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_output_path,
                                        check_protocol, console, err_console, fail, run_export,
                                        warn_random_weights)
-from tritonlens.client.plugins import Plugin
+from tritonlens.client.plugins import Plugin, builtin_python_models
 
 CLIP_MODELS = ("clip_preprocess", "clip_image_encoder", "clip_tokenize", "clip_text_encoder",
                "clip_zero_shot", "clip_classify", "clip_embed_image", "clip_embed_text")
@@ -268,10 +268,30 @@ def embed(
                                                     highlight=False)
 
 
-plugin = Plugin(
-    name="clip",
-    summary="OpenCLIP image/text encoders and zero-shot classification",
-    export=export,
-    commands={"classify": classify, "embed": embed},
-    models=CLIP_MODELS,
-)
+class ClipPlugin(Plugin):
+    """OpenCLIP image/text encoders and zero-shot classification."""
+
+    name = "clip"
+    models = CLIP_MODELS
+    python_models = builtin_python_models("clip_preprocess", "clip_tokenize")
+    client = ClipClient
+    commands = {"classify": classify, "embed": embed}
+    export = staticmethod(export)  # the typer command above
+
+    def scenarios(self):
+        from tritonlens.client.clip.scenarios import scenarios
+
+        return scenarios()
+
+    def demo_export(self, demo):
+        from tritonlens.client.clip.demo import demo_export
+
+        demo_export(demo)
+
+    def demo(self, demo):
+        from tritonlens.client.clip.demo import demo as run
+
+        run(demo)
+
+
+plugin = ClipPlugin()

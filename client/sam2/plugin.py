@@ -10,17 +10,19 @@ import typer
 from rich.table import Table
 
 from tritonlens.client.base import TritonLensError
-from tritonlens.client.clip import read_image
+from tritonlens.client.common import read_image
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_output_path,
                                        check_protocol, console, fail, run_export,
                                        warn_random_weights)
-from tritonlens.client.plugins import Plugin
+from tritonlens.client.plugins import Plugin, builtin_python_models
 from tritonlens.client.sam2 import Sam2Client, prompt_arrays
-from tritonlens.client.sam2.track_cli import track  # tritonlens track (issue 5)
+from tritonlens.client.sam2.track_cli import track
 
 SAM2_MODELS = ("sam2_preprocess", "sam2_image_encoder", "sam2_prompts", "sam2_prompt_decoder",
                "sam2_segment", "sam2_embed_image", "sam2_decode",
                "sam2_frame_preprocess", "sam2_tracker", "sam2_track")
+# The image size of tritonlens bench's SAM 2 export (SAM 2's released checkpoints use 1024).
+BENCH_IMAGE_SIZE = 512
 
 
 def export(
@@ -169,10 +171,46 @@ def segment(
 
 
 
-plugin = Plugin(
-    name="sam2",
-    summary="SAM 2 image segmentation from points and boxes",
-    export=export,
-    commands={"segment": segment, "track": track},
-    models=SAM2_MODELS,
-)
+class Sam2Plugin(Plugin):
+    """SAM 2 image segmentation from points and boxes, and video tracking."""
+
+    name = "sam2"
+    models = SAM2_MODELS
+    python_models = builtin_python_models("sam2_preprocess", "sam2_prompts",
+                                          "sam2_frame_preprocess", "sam2_tracker")
+    client = Sam2Client
+    commands = {"segment": segment, "track": track}
+    export = staticmethod(export)  # the typer command above
+
+    def scenarios(self):
+        from tritonlens.client.sam2.scenarios import scenarios
+
+        return scenarios()
+
+    def bench_export(self, repo, report):
+        """SAM 2.1 hiera-tiny, random weights, image models and video tracker, at 512 px,
+        unless ``repo`` already holds a SAM 2 export (at whatever size)."""
+        from tritonlens.export.config import parse_config
+        from tritonlens.export.sam2 import Sam2ExportOptions, export_sam2
+
+        existing = repo / "sam2_preprocess" / "config.pbtxt"
+        if existing.exists():
+            size = parse_config(existing).parameters["image_size"].string_value
+            report(f"reusing the SAM 2 export in {repo} ({size} px)")
+            return
+        report(f"exporting SAM 2.1 hiera-tiny at {BENCH_IMAGE_SIZE} px into {repo}")
+        export_sam2(Sam2ExportOptions(config="sam2.1_hiera_t", image_size=BENCH_IMAGE_SIZE), repo,
+                    report=report)
+
+    def demo_export(self, demo):
+        from tritonlens.client.sam2.demo import demo_export
+
+        demo_export(demo)
+
+    def demo(self, demo):
+        from tritonlens.client.sam2.demo import demo as run
+
+        run(demo)
+
+
+plugin = Sam2Plugin()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tritonlens.bench.run import BenchOptions, run_bench
-from tritonlens.bench.scenarios import SCENARIOS
+from tritonlens.bench.scenarios import all_scenarios
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def test_quick_bench_writes_every_file(quick_results):
 
 def test_quick_bench_measures_every_served_clip_model(quick_results):
     results = json.loads((quick_results / "results.json").read_text())
-    clip_models = {s.model for s in SCENARIOS if s.family == "clip"}
+    clip_models = {s.model for s in all_scenarios() if s.family == "clip"}
     assert clip_models <= set(results["served"])
     assert results["uncovered"] == []
     measured = {p["model"] for p in results["perf"]}

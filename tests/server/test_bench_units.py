@@ -11,7 +11,7 @@ import pytest
 
 from tritonlens.bench.perf_analyzer import PerfPoint, parse_csv, point_from_row, write_input_data
 from tritonlens.bench.run import BenchOptions, plan_points
-from tritonlens.bench.scenarios import SCENARIOS, scenarios_for
+from tritonlens.bench.scenarios import all_scenarios, scenarios_for
 from tritonlens.bench.tuning import Change, apply, config_json
 
 CSV = ("Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
@@ -52,13 +52,13 @@ def test_scenarios_cover_served_models_and_report_the_rest():
     assert uncovered == ["sam2_new_model"]
     with pytest.raises(ValueError):
         scenarios_for(["clip_classify"], ["no_such_model"])
-    assert len({s.model for s in SCENARIOS}) == len(SCENARIOS)
+    assert len({s.model for s in all_scenarios()}) == len(all_scenarios())
 
 
 def test_plan_sweeps_end_to_end_and_samples_components():
     options = BenchOptions(concurrency=[1, 2, 4, 8]).resolved()
-    e2e = next(s for s in SCENARIOS if s.end_to_end)
-    component = next(s for s in SCENARIOS if s.model == "clip_tokenize")
+    e2e = next(s for s in all_scenarios() if s.end_to_end)
+    component = next(s for s in all_scenarios() if s.model == "clip_tokenize")
     points = plan_points(e2e, options)
     assert {(p.protocol, p.concurrency) for p in points if p.shared_memory == "none"} == {
         (proto, c) for proto in ("grpc", "http") for c in (1, 2, 4, 8)}
@@ -82,12 +82,12 @@ def test_tuning_change_is_applied_to_a_copy():
 
 def test_sam2_scenarios_build_inputs_the_served_models_accept(repo, photos, server):
     """Each SAM 2 scenario's real input data, sent once through the real server, is served."""
-    from tritonlens.bench.scenarios import BenchInputs
+    from tritonlens.client.plugins import BenchInputs
     from tritonlens.client.base import TritonClient
 
     inputs = BenchInputs(photos=photos[:2], repo=repo)
     client = TritonClient(server.grpc_url, "grpc")
-    for scenario in [s for s in SCENARIOS if s.family == "sam2"]:
+    for scenario in [s for s in all_scenarios() if s.family == "sam2"]:
         stream = scenario.build_inputs(inputs)[0]
         # stateless models: the first request; sequence models: the whole first sequence
         steps = stream if scenario.sequence_length else stream[:1]

@@ -1,0 +1,84 @@
+"""The clip family's part of ``tritonlens demo``: export CLIP, then classify every photo
+over gRPC and embed photos and texts over HTTP."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from tritonlens.client.base import TritonLensError
+from tritonlens.client.clip import ClipClient, map_concurrent
+from tritonlens.client.options import console, warn_random_weights
+from tritonlens.client.plugins import Demo
+
+DEMO_LABELS = Path(__file__).resolve().parent.parent / "data" / "demo_labels.txt"
+
+
+def existing_export(repo: Path, model: str, pretrained: str) -> bool:
+    """True if ``repo`` already holds a CLIP export of ``model`` with these weights."""
+    from tritonlens.export.config import parse_config
+
+    config_path = repo / "clip_image_encoder" / "config.pbtxt"
+    if not (config_path.exists() and (repo / "clip_classify" / "config.pbtxt").exists()):
+        return False
+    params = parse_config(config_path).parameters
+    weights = "random" if pretrained in ("", "none") else pretrained
+    return (params["tritonlens.model_name"].string_value == model
+            and params["tritonlens.weights"].string_value == weights)
+
+
+def demo_export(demo: Demo) -> None:
+    """Export CLIP (``demo.options``' model and pretrained weights, the demo's 27 labels)
+    into ``demo.repo`` unless it already holds that export."""
+    from tritonlens.export.clip import ClipExportOptions, ExportError, export_clip
+    from tritonlens.export.clip.export import read_lines
+
+    model, pretrained = demo.options["model"], demo.options["pretrained"]
+    if existing_export(demo.repo, model, pretrained):
+        console.print(f"{demo.repo} already holds {model} ({pretrained}); skipping the export")
+        return
+    options = ClipExportOptions(model=model, pretrained=pretrained,
+                                labels=read_lines(DEMO_LABELS, "labels"))
+    try:
+        with console.status("exporting") as status:
+            summary = export_clip(options, demo.repo, report=lambda s: status.update(s))
+    except ExportError as err:
+        raise TritonLensError(str(err)) from None
+    console.print(f"exported {summary['model']} ({summary['weights']} weights, "
+                  f"{summary['labels']} labels) to {demo.repo}")
+
+
+def demo(demo: Demo) -> None:
+    """Classify every photo (gRPC, concurrent requests) and embed three photos and three
+    texts (HTTP), printing the top-5 tables and the cosine similarities."""
+    from tritonlens.client.clip.plugin import classification_table
+
+    photos, server = demo.photos, demo.server
+    demo.rule("classify (gRPC, concurrent requests, dynamic batching)")
+    client = ClipClient(server.grpc_url, "grpc")
+    weights = client.weights()
+    warn_random_weights(weights)
+    started = time.monotonic()
+    results = map_concurrent(lambda p: client.classify(p, top_k=5), photos, concurrency=4)
+    elapsed = time.monotonic() - started
+    for photo, result in zip(photos, results):
+        if isinstance(result, TritonLensError):
+            console.print(f"[red]{photo.name}: {result}[/]")
+            continue
+        console.print(classification_table(result, f"{photo.name} (top-5, weights: {weights})"))
+    console.print(f"{len(photos)} photos classified in {elapsed:.2f} s")
+
+    demo.rule("embed (HTTP)")
+    http = ClipClient(server.http_url, "http")
+    texts = ["a photo of a cat", "a photo of a rocket", "a cup of coffee"]
+    similarity = http.embed_images(photos[:3]) @ http.embed_texts(texts).T
+    table = Table(title="cosine similarity, image x text")
+    table.add_column("image")
+    for text in texts:
+        table.add_column(text, justify="right")
+    for photo, row in zip(photos[:3], similarity):
+        table.add_row(photo.name, *(f"{v:.3f}" for v in row))
+    console.print(table)
+    warn_random_weights(weights)

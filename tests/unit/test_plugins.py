@@ -1,0 +1,64 @@
+"""Every installed plugin keeps the contract (client/plugins.py), and the core names none."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+from tritonlens.client.base import TritonClient
+from tritonlens.client.plugins import Plugin, load_commands, load_plugins
+
+PLUGINS = load_plugins()
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The core that loops over the plugins imports no family's module. (bench/run.py does: its
+# in-process baselines, naive path and tuning are CLIP's, the reference comparison.)
+CORE = ["client/cli.py", "client/demo.py", "client/plugins.py", "bench/scenarios.py", "bench/cli.py"]
+
+
+def test_built_in_families_are_plugins():
+    assert {"clip", "sam2"} <= set(PLUGINS)
+    assert "bench" in load_commands()
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_plugin_declares_what_it_exports(name):
+    plugin = PLUGINS[name]
+    assert isinstance(plugin, Plugin) and plugin.name == name
+    assert issubclass(plugin.client, TritonClient)
+    assert inspect.getdoc(plugin.export), "the export command's docstring is its --help"
+    assert plugin.models and len(set(plugin.models)) == len(plugin.models)
+    for model, source in plugin.python_models.items():
+        assert model in plugin.models
+        tree = ast.parse(source.read_text(), str(source))
+        assert any(isinstance(n, ast.ClassDef) and n.name == "TritonPythonModel" for n in tree.body), source
+    for command in plugin.commands.values():
+        assert callable(command) and inspect.getdoc(command)
+    scenarios = plugin.scenarios()
+    assert {s.family for s in scenarios} <= {name}
+    assert {s.model for s in scenarios} <= set(plugin.models)
+
+
+def test_plugin_without_export_is_refused():
+    class NoExport(Plugin):
+        name = "broken"
+
+    with pytest.raises(TypeError, match="export"):
+        NoExport()
+
+
+@pytest.mark.parametrize("path", CORE)
+def test_core_names_no_family(path):
+    tree = ast.parse((REPO_ROOT / path).read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    named = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            named += [f for f in PLUGINS if f"tritonlens.client.{f}" in node.value]
+        if isinstance(node, ast.ImportFrom) and node.module:
+            named += [f for f in PLUGINS if node.module.startswith(f"tritonlens.client.{f}")]
+    assert not named, f"{path} imports or names a family's modules: {named}"
