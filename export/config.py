@@ -67,7 +67,8 @@ def model_config(
     inputs: list[Tensor],
     outputs: list[Tensor],
     *,
-    max_batch_size: int,
+    max_batch_size: int = 0,
+    batching: str | mc.ModelSequenceBatching = "dynamic",
     max_queue_delay_us: int = 0,
     preferred_batch_sizes: tuple[int, ...] = (),
     instance_count: int = 1,
@@ -75,26 +76,48 @@ def model_config(
     parameters: dict[str, str] | None = None,
     default_model_filename: str = "",
 ) -> mc.ModelConfig:
-    """A model with dynamic batching, one instance group and string parameters.
+    """A model with one instance group, string parameters and its batching.
 
     Args:
         backend: ``onnxruntime``, ``pytorch`` or ``python``.
-        max_batch_size: largest batch Triton forms (> 0; dynamic batching needs it).
+        max_batch_size: largest batch Triton forms (> 0 with dynamic batching, which needs
+            it; 0, the default, otherwise).
+        batching: ``"dynamic"``: Triton's dynamic batcher concatenates requests along a
+            first batch axis up to ``max_batch_size``; ``"none"``: no batch axis
+            (``max_batch_size`` 0), every request is one item with its own shapes; a
+            ``ModelSequenceBatching`` message: no batch axis, requests are routed by Triton's
+            sequence batcher (correlation ID, START/END) to a stateful model.
         max_queue_delay_us: how long (microseconds) the dynamic batcher may hold a request
             to form a larger batch; 0 batches only what is already queued.
         instance_kind: ``KIND_CPU`` or ``KIND_GPU``.
+
+    Raises:
+        ValueError: dynamic batching with ``max_batch_size`` < 1, a ``max_batch_size`` with
+            another batching, or an unknown ``batching``.
     """
-    if max_batch_size <= 0:
+    if isinstance(batching, mc.ModelSequenceBatching):
+        kind = "sequence"
+    elif batching in ("dynamic", "none"):
+        kind = batching
+    else:
+        raise ValueError(f"{name}: batching must be 'dynamic', 'none' or a ModelSequenceBatching")
+    if kind == "dynamic" and max_batch_size <= 0:
         raise ValueError(f"{name}: dynamic batching needs max_batch_size > 0")
+    if kind != "dynamic" and max_batch_size != 0:
+        raise ValueError(f"{name}: max_batch_size is for dynamic batching; give 0, not {max_batch_size}")
+    scheduler = {}
+    if kind == "dynamic":
+        scheduler["dynamic_batching"] = mc.ModelDynamicBatching(
+            max_queue_delay_microseconds=max_queue_delay_us,
+            preferred_batch_size=list(preferred_batch_sizes))
+    elif kind == "sequence":
+        scheduler["sequence_batching"] = batching
     config = mc.ModelConfig(
         name=name, backend=backend, max_batch_size=max_batch_size,
         input=_inputs(inputs), output=_outputs(outputs),
-        dynamic_batching=mc.ModelDynamicBatching(
-            max_queue_delay_microseconds=max_queue_delay_us,
-            preferred_batch_size=list(preferred_batch_sizes)),
         instance_group=[mc.ModelInstanceGroup(
             count=instance_count, kind=getattr(mc.ModelInstanceGroup, instance_kind))],
-        default_model_filename=default_model_filename,
+        default_model_filename=default_model_filename, **scheduler,
     )
     for key, value in (parameters or {}).items():
         config.parameters[key].string_value = str(value)
@@ -157,5 +180,4 @@ def write_model(repo: Path, config: mc.ModelConfig, files: dict[str, Path | byte
             else:
                 target.write_text(content)
     (model_dir / "config.pbtxt").write_text(to_text(config))
-    parse_config(model_dir / "config.pbtxt")  # what we wrote must parse with Triton's schema
     return model_dir

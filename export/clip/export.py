@@ -29,24 +29,20 @@ from typing import Callable
 import torch
 
 from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
-from tritonlens.export.config import (DEVICES, Step, Tensor, ensemble_config, instance_kind,
+from tritonlens.export.config import (Step, Tensor, ensemble_config, instance_kind,
                                       model_config, write_model)
-from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters, variant_files
+from tritonlens.export.core import ExportError, ExportOptions, save_graph
+from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters
 from tritonlens.export.repository import python_model_source
 
-PRECISIONS = ("fp32", "fp16", "int8")
-PROFILES = ("default", "low-memory")
 RESIZE_MODES = ("shortest", "squash")
 INTERPOLATIONS = ("bicubic", "bilinear")
 
 
-class ExportError(ValueError):
-    """The export cannot be done as asked (bad labels, templates, model or weights)."""
-
-
-@dataclass
-class ClipExportOptions:
-    """What ``tritonlens export clip`` was asked to do.
+@dataclass(kw_only=True)
+class ClipExportOptions(ExportOptions):
+    """What ``tritonlens export clip`` was asked to do (the options every family takes
+    come from :class:`~tritonlens.export.core.ExportOptions`, with CLIP's defaults).
 
     Attributes:
         model: an open_clip architecture name (``open_clip.list_models()``), e.g. ViT-B-32.
@@ -75,22 +71,15 @@ class ClipExportOptions:
             text model at serving time: the label embeddings are graph constants).
     """
 
+    PRECISIONS = ("fp32", "fp16", "int8")
+
     model: str = "ViT-B-32"
     pretrained: str | None = None
     labels: list[str] = field(default_factory=list)
     templates: list[str] | None = None
-    fmt: str = "onnx"
-    max_batch_size: int = 32
     instance_count: int = 0
-    threads: int = 0
-    max_queue_delay_us: int = 2000
-    seed: int = 0
-    opset: int = 17
-    precision: str = "fp32"
-    profile: str = "default"
     prefix: str = "clip"
     text: bool | None = None
-    device: str = "cpu"
 
 
 def read_lines(path: str | os.PathLike, what: str) -> list[str]:
@@ -159,52 +148,18 @@ def label_embeddings(clip, model: str, labels: list[str], templates: list[str] |
             num_classes_per_batch=8, device="cpu", use_tqdm=show_progress)
 
 
-def save_graph(module: torch.nn.Module, example: torch.Tensor, input_name: str,
-               output_name: str, fmt: str, opset: int, out_dir: Path) -> Path:
-    """Export ``module`` with a dynamic batch axis to ``model.onnx`` or ``model.pt``."""
-    module.eval()
-    # nn.MultiheadAttention's inference fast path (aten::_native_multi_head_attention) has
-    # no ONNX symbolic: trace the plain path, which computes the same attention.
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        return _save_graph(module, example, input_name, output_name, fmt, opset, out_dir)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-
-
-def _save_graph(module, example, input_name, output_name, fmt, opset, out_dir) -> Path:
-    with torch.no_grad():
-        if fmt == "onnx":
-            path = out_dir / "model.onnx"
-            torch.onnx.export(module, (example,), str(path), input_names=[input_name],
-                              output_names=[output_name], opset_version=opset, dynamo=False,
-                              dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
-        else:
-            path = out_dir / "model.pt"
-            torch.jit.trace(module, (example,), check_trace=False).save(str(path))
-    return path
-
-
 def check_options(options: ClipExportOptions) -> None:
     """Refuse bad options and bad combinations before anything is loaded or written.
 
     Raises:
         ExportError: naming the option and what to do instead.
     """
-    if options.fmt not in ("onnx", "torchscript"):
-        raise ExportError(f"--format must be onnx or torchscript, not {options.fmt!r}")
-    if options.precision not in PRECISIONS:
-        raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
-    if options.profile not in PROFILES:
-        raise ExportError(f"--profile must be one of {', '.join(PROFILES)}, not {options.profile!r}")
+    options.check()
     if options.precision != "fp32" and options.fmt != "onnx":
         raise ExportError(f"--precision {options.precision} is an ONNX Runtime variant: "
                           "use --format onnx (TorchScript exports are fp32)")
     if options.profile == "low-memory" and options.fmt != "onnx":
         raise ExportError("--profile low-memory is an ONNX Runtime CPU profile: use --format onnx")
-    if options.device not in DEVICES:
-        raise ExportError(f"--device must be one of {', '.join(DEVICES)}, not {options.device!r}")
     if options.precision == "fp16" and options.device != "gpu":
         raise ExportError("--precision fp16 is for GPU instances (onnxruntime's CPU provider has "
                           "no fp16 kernels for these graphs): add --device gpu, or use fp32/int8")
@@ -216,8 +171,6 @@ def check_options(options: ClipExportOptions) -> None:
     if len(set(options.labels)) != len(options.labels):
         dup = next(l for l in options.labels if options.labels.count(l) > 1)
         raise ExportError(f"label {dup!r} appears more than once in the labels file")
-    if options.max_batch_size < 1:
-        raise ExportError("max batch size must be at least 1")
     if not options.prefix.isidentifier():
         raise ExportError(f"--prefix must be letters, digits and underscores, not {options.prefix!r}")
 
@@ -334,8 +287,10 @@ def export_clip(options: ClipExportOptions, repo: Path,
             report(f"exporting {model_name} ({options.fmt}, {precision}, {options.profile})")
             work = Path(tmp) / model_name
             work.mkdir()
-            graph = save_graph(module, example, inp.name, out.name, options.fmt, options.opset, work)
-            files = variant_files(graph, precision, options.profile)
+            files = save_graph(module, (example,), (inp.name,), (out.name,),
+                               {inp.name: {0: "batch"}, out.name: {0: "batch"}},
+                               options.fmt, options.opset, work, precision=precision,
+                               profile=options.profile)
             params = dict(common, **{"tritonlens.precision": precision}, **precision_parameters(precision))
             config = model_config(model_name, backend, [inp], [out], max_batch_size=model_mbs,
                                   parameters=params, **batching)

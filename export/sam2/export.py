@@ -23,7 +23,7 @@ eager torch vs 2.88 onnxruntime; 512 px: 0.55 vs 0.56 vs 0.56), the prompt decod
 onnxruntime (1024 px: 92 ms vs 105 TorchScript vs 149 eager; 512 px: 17 vs 18 vs 26 ms).
 Each config records its reason in ``tritonlens.format_reason``.
 
-Precision and memory variants (issue 6, as for CLIP): ``precision="int8"`` quantizes the
+Precision and memory variants (as for CLIP): ``precision="int8"`` quantizes the
 image encoder's weights with onnxruntime (the prompt decoder is small and mask-sensitive: it
 stays fp32); ``profile="low-memory"`` stores both graphs' weights as 64 KiB-aligned ONNX
 external data that onnxruntime memory-maps, turns the memory arena and patterns off, serves
@@ -42,9 +42,10 @@ from typing import Callable
 
 import torch
 
-from tritonlens.export.config import (DEVICES, Step, Tensor, ensemble_config, instance_kind,
+from tritonlens.export.config import (Step, Tensor, ensemble_config, instance_kind,
                                       model_config, write_model)
-from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters, variant_files
+from tritonlens.export.core import ExportError, ExportOptions, save_graph
+from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters
 from tritonlens.export.repository import python_model_source
 from tritonlens.export.sam2.modules import ImageEncoder, PromptDecoder
 
@@ -53,9 +54,6 @@ CONFIG_NAMES = {
     f"{version}_hiera_{size}": f"configs/{version}/{version}_hiera_{size}.yaml"
     for version in ("sam2", "sam2.1") for size in ("t", "s", "b+", "l")
 }
-FORMATS = ("auto", "onnx", "torchscript")
-PRECISIONS = ("fp32", "int8")
-PROFILES = ("default", "low-memory")
 # What "auto" picks, and why (figures measured on this project's 2-core CPU host, fp32).
 AUTO_FORMAT = {
     "sam2_image_encoder": ("torchscript", "fastest measured on a 2-core x86 CPU, fp32, 2 threads, "
@@ -74,13 +72,10 @@ DECODER_OUTPUTS = ("masks", "iou_scores", "low_res_masks")
 ENCODER_OUTPUTS = ("image_embedding", "high_res_feats_0", "high_res_feats_1")
 
 
-class ExportError(ValueError):
-    """The export cannot be done as asked (unknown config, unreadable checkpoint, bad size)."""
-
-
-@dataclass
-class Sam2ExportOptions:
-    """What ``tritonlens export sam2`` was asked to do.
+@dataclass(kw_only=True)
+class Sam2ExportOptions(ExportOptions):
+    """What ``tritonlens export sam2`` was asked to do (the options every family takes
+    come from :class:`~tritonlens.export.core.ExportOptions`, with SAM 2's defaults).
 
     Attributes:
         config: a short name (``sam2.1_hiera_t``, ``sam2.1_hiera_s``, ``sam2.1_hiera_b+``,
@@ -110,20 +105,16 @@ class Sam2ExportOptions:
             state freed (``TrackerExportOptions.idle_us``).
     """
 
+    FORMATS = ("auto", "onnx", "torchscript")
+    PRECISIONS = ("fp32", "int8")
+    FAMILY_NOTE = " for SAM 2"
+
     config: str = "sam2.1_hiera_t"
     checkpoint: str | None = None
     image_size: int = 1024
     fmt: str = "auto"
     max_batch_size: int = 4
-    instance_count: int = 1
-    threads: int = 0
-    max_queue_delay_us: int = 2000
-    seed: int = 0
-    opset: int = 17
-    precision: str = "fp32"
-    profile: str = "default"
     video: bool | None = None
-    device: str = "cpu"
     max_streams: int = 64
     stream_idle_seconds: float = 60.0
 
@@ -192,23 +183,6 @@ def load_sam2(config: str, checkpoint: str | None, image_size: int, seed: int = 
     return model.eval(), ("random" if checkpoint is None else str(checkpoint))
 
 
-def _save(module: torch.nn.Module, example: tuple, inputs: tuple[str, ...],
-          outputs: tuple[str, ...], dynamic_axes: dict, fmt: str, opset: int,
-          out_dir: Path) -> Path:
-    """Trace ``module`` to ``model.onnx`` (opset ``opset``, TorchScript-based exporter) or
-    ``model.pt`` (``torch.jit.trace``)."""
-    with torch.no_grad():
-        if fmt == "onnx":
-            path = out_dir / "model.onnx"
-            torch.onnx.export(module, example, str(path), input_names=list(inputs),
-                              output_names=list(outputs), opset_version=opset, dynamo=False,
-                              dynamic_axes=dynamic_axes)
-        else:
-            path = out_dir / "model.pt"
-            torch.jit.trace(module, example, check_trace=False).save(str(path))
-    return path
-
-
 def _formats(fmt: str, precision: str = "fp32", profile: str = "default") -> dict[str, tuple[str, str]]:
     """model -> (format, reason) for the two exported graphs."""
     if fmt == "auto" and (precision, profile) != ("fp32", "default"):
@@ -224,24 +198,14 @@ def _formats(fmt: str, precision: str = "fp32", profile: str = "default") -> dic
 
 def check_options(options: Sam2ExportOptions) -> None:
     """Raise ExportError for option values or combinations that cannot be exported."""
-    if options.fmt not in FORMATS:
-        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {options.fmt!r}")
-    if options.precision not in PRECISIONS:
-        raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)} for SAM 2, "
-                          f"not {options.precision!r}")
-    if options.profile not in PROFILES:
-        raise ExportError(f"--profile must be one of {', '.join(PROFILES)}, not {options.profile!r}")
+    options.check()
     if options.fmt == "torchscript" and (options.precision, options.profile) != ("fp32", "default"):
         raise ExportError(f"--precision {options.precision} --profile {options.profile} is an "
                           "ONNX Runtime variant: use --format onnx or auto (TorchScript exports "
                           "are fp32 default)")
-    if options.device not in DEVICES:
-        raise ExportError(f"--device must be one of {', '.join(DEVICES)}, not {options.device!r}")
     if options.device == "gpu" and (options.precision, options.profile) != ("fp32", "default"):
         raise ExportError("--precision int8 and --profile low-memory are ONNX Runtime CPU "
                           "variants: use them with --device cpu")
-    if options.max_batch_size < 1:
-        raise ExportError("max batch size must be at least 1")
     if options.instance_count < 1:
         raise ExportError("instance count must be at least 1")
     if options.max_streams < 1 or not options.stream_idle_seconds > 0:
@@ -265,10 +229,11 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     sam, weights = load_sam2(options.config, options.checkpoint, options.image_size, options.seed)
     size, embed = options.image_size, options.image_size // 16
     low_res = 4 * embed
-    # Instances x threads must not oversubscribe the host's cores.
-    threads = options.threads or max(1, (os.cpu_count() or 1) // options.instance_count)
     formats = _formats(options.fmt, options.precision, options.profile)
     video = options.video if options.video is not None else options.profile != "low-memory"
+    # Instances x threads (and the video tracker's) must not oversubscribe the host's cores.
+    from tritonlens.export.sam2.tracker import encoder_threads
+    threads = options.threads or encoder_threads(options.instance_count, video)
     common = {"tritonlens.family": "sam2", "tritonlens.config": options.config,
               "tritonlens.weights": weights, "tritonlens.image_size": str(size),
               "tritonlens.precision": "fp32", "tritonlens.profile": options.profile,
@@ -311,11 +276,11 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
         out_names = tuple(n + suffix.format(i) for i, n in enumerate(ENCODER_OUTPUTS))
         work = tmp / "encoder"
         work.mkdir()
-        graph = _save(ImageEncoder(sam, size).eval(), (torch.zeros(2, 3, size, size),),
-                      ("pixels",), out_names,
-                      {n: {0: "batch"} for n in ("pixels", *out_names)},
-                      formats["sam2_image_encoder"][0], options.opset, work)
-        files = variant_files(graph, options.precision, options.profile)
+        files = save_graph(ImageEncoder(sam, size), (torch.zeros(2, 3, size, size),),
+                           ("pixels",), out_names,
+                           {n: {0: "batch"} for n in ("pixels", *out_names)},
+                           formats["sam2_image_encoder"][0], options.opset, work,
+                           precision=options.precision, profile=options.profile)
         write_model(repo, model_config(
             "sam2_image_encoder", backend, [Tensor("pixels", "fp32", (3, size, size))],
             [Tensor(n, t.dtype, t.dims) for n, t in zip(out_names, features)],
@@ -335,31 +300,31 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
         out_names = tuple(n + suffix.format(i) for i, n in enumerate(DECODER_OUTPUTS))
         work = tmp / "decoder"
         work.mkdir()
-        graph = _save(PromptDecoder(sam).eval(), example, DECODER_INPUTS, out_names,
-                      {"point_coords": {0: "points"}, "point_labels": {0: "points"},
-                       out_names[0]: {0: "masks", 1: "height", 2: "width"},
-                       out_names[1]: {0: "masks"}, out_names[2]: {0: "masks"}},
-                      formats["sam2_prompt_decoder"][0], options.opset, work)
-        config = model_config("sam2_prompt_decoder", backend, decoder_inputs,
-                              [Tensor(n, t.dtype, t.dims) for n, t in zip(out_names, results)],
-                              max_batch_size=1, instance_count=options.instance_count,
-                              instance_kind=kind, parameters=params)
-        unbatched(config)
-        write_model(repo, config, variant_files(graph, "fp32", options.profile))
+        files = save_graph(PromptDecoder(sam), example, DECODER_INPUTS, out_names,
+                           {"point_coords": {0: "points"}, "point_labels": {0: "points"},
+                            out_names[0]: {0: "masks", 1: "height", 2: "width"},
+                            out_names[1]: {0: "masks"}, out_names[2]: {0: "masks"}},
+                           formats["sam2_prompt_decoder"][0], options.opset, work,
+                           profile=options.profile)
+        # No batching: every request is one image with its own prompts and original size,
+        # so requests are never concatenated (their point and mask counts differ).
+        write_model(repo, model_config(
+            "sam2_prompt_decoder", backend, decoder_inputs,
+            [Tensor(n, t.dtype, t.dims) for n, t in zip(out_names, results)], batching="none",
+            instance_count=options.instance_count, instance_kind=kind, parameters=params), files)
         decoder_map = dict(zip(out_names, DECODER_OUTPUTS))
 
     report("writing sam2_preprocess, sam2_prompts and the ensembles")
     image = Tensor("image", "bytes", (1,))
-    config = model_config(
+    write_model(repo, model_config(
         "sam2_preprocess", "python", [image],
-        [Tensor("pixels", "fp32", (1, 3, size, size)), orig_size], max_batch_size=1,
+        [Tensor("pixels", "fp32", (1, 3, size, size)), orig_size], batching="none",
         instance_count=1 if options.profile == "low-memory" else max(1, min(2, threads)),
         parameters={**common, "image_size": str(size),
                     "pixel_mean": ",".join(map(str, PIXEL_MEAN)),
                     "pixel_std": ",".join(map(str, PIXEL_STD)),
-                    "max_image_pixels": str(50_000_000), "max_image_bytes": str(64 << 20)})
-    unbatched(config)
-    write_model(repo, config, {"model.py": python_model_source("sam2_preprocess")})
+                    "max_image_pixels": str(50_000_000), "max_image_bytes": str(64 << 20)}),
+        {"model.py": python_model_source("sam2_preprocess")})
 
     prompt_inputs = [Tensor("point_coords", "fp32", (-1, 2)), Tensor("point_labels", "int32", (-1,)),
                      orig_size, Tensor("multimask_output", "bool", (1,), optional=True),
@@ -367,12 +332,11 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     # image_embedding (optional, unread) orders sam2_prompts after the encoder in sam2_segment:
     # Triton 2.51 leaks an ensemble request whose step fails while a sibling step is still
     # running (shutdown then waits on its "in-flight inferences"), so no two steps run at once.
-    config = model_config(
+    write_model(repo, model_config(
         "sam2_prompts", "python", [*prompt_inputs, Tensor(one[0].name, "fp32", one[0].dims, optional=True)],
         [Tensor("checked_" + t.name, t.dtype, t.dims) for t in decoder_inputs[3:8]],
-        max_batch_size=1, parameters={**common, "mask_input_size": str(low_res)})
-    unbatched(config)
-    write_model(repo, config, {"model.py": python_model_source("sam2_prompts")})
+        batching="none", parameters={**common, "mask_input_size": str(low_res)}),
+        {"model.py": python_model_source("sam2_prompts")})
 
     def prompts(*optional: str) -> Step:
         names = ("point_coords", "point_labels", "orig_size", *optional)
@@ -395,7 +359,7 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     write_model(repo, ensemble_config("sam2_decode", [*one, *prompt_inputs], results,
                                       [prompts("multimask_output", "mask_input"), decode],
                                       max_batch_size=0))
-    if video:  # the video tracker (issue 5): sam2_frame_preprocess, sam2_tracker, sam2_track
+    if video:  # the video tracker: sam2_frame_preprocess, sam2_tracker, sam2_track
         from tritonlens.export.sam2.tracker import export_tracker_beside_image_models
         report("writing sam2_frame_preprocess, sam2_tracker and the sam2_track ensemble")
         tracker = export_tracker_beside_image_models(sam, repo, options, common)
@@ -408,10 +372,3 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
             "embedding": f"256x{embed}x{embed}", "low_res_masks": f"{low_res}x{low_res}",
             "repository": str(repo)}
 
-
-def unbatched(config) -> None:
-    """Turn a ``model_config`` message into a model without batching (max_batch_size 0):
-    every request is one image with its own prompts and original size, so requests are
-    never concatenated (their point counts, mask counts and sizes differ)."""
-    config.max_batch_size = 0
-    config.ClearField("dynamic_batching")
