@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonlens.client.base import api_key_headers, find_api_key
+from tritonlens.client.base import API_KEY_HEADER, api_key_headers, find_api_key
 
 PERF_ANALYZER_PACKAGES = ("tritonclient[all]==2.51.0", "setuptools<81")
 PERF_ANALYZER_VERSION = "2.51.0"
@@ -247,6 +247,39 @@ def redacted(cmd: list[str]) -> list[str]:
     """``cmd`` with the value of every ``-H header:value`` replaced (logs keep no API key)."""
     return [f"{arg.partition(':')[0]}:<redacted>" if i and cmd[i - 1] == "-H" else arg
             for i, arg in enumerate(cmd)]
+
+
+def _flag_value(args: list[str], *names: str) -> str | None:
+    """The value of the last ``-x VALUE`` / ``--name=VALUE`` / ``--name VALUE`` in ``args``."""
+    value = None
+    for i, arg in enumerate(args):
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                value = args[i + 1]
+            elif name.startswith("--") and arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+    return value
+
+
+def passthrough_command(tool: PerfAnalyzer, args: list[str]) -> list[str]:
+    """perf_analyzer with the user's ``args`` unchanged, plus the API-key header when needed.
+
+    Registering shared-memory regions (``--shared-memory system|cuda``) is a restricted API
+    on a ``tritonlens serve`` server, so then ``-H tritonlens-api-key:<key>`` (gRPC: Triton's
+    metadata prefix) is added with the key :func:`find_api_key` finds for the server's port,
+    unless ``args`` already carry such a header. The server and protocol are read from
+    ``-u``/``--url`` and ``-i``/``--protocol`` with perf_analyzer's own defaults
+    (``localhost:8000``, HTTP; ``localhost:8001`` for gRPC).
+    """
+    cmd = [str(tool.binary), *args]
+    shared_memory = _flag_value(args, "--shared-memory") or "none"
+    has_key = any(API_KEY_HEADER + ":" in arg for arg in args)
+    if shared_memory != "none" and not has_key:
+        protocol = (_flag_value(args, "-i", "--protocol") or "http").lower()
+        url = _flag_value(args, "-u", "--url") or f"localhost:{8001 if protocol == 'grpc' else 8000}"
+        for key, value in api_key_headers(find_api_key(url), protocol).items():
+            cmd += ["-H", f"{key}:{value}"]
+    return cmd
 
 
 # perf_analyzer errors that a longer window cures. The second one was seen on the sam2_track

@@ -40,8 +40,9 @@ export_app = typer.Typer(help="Export a model family into a Triton model reposit
 app.add_typer(export_app, name="export")
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def serve(
+    ctx: typer.Context,
     repo: Repo = DEFAULT_REPO,
     host: Annotated[str, typer.Option(help="Address every endpoint binds to")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="HTTP/REST port (0 = any free port)")] = 8000,
@@ -64,6 +65,8 @@ def serve(
     Python backend and tritonlens' Python-based onnxruntime and pytorch backends, so the
     repository is the same one the NGC container serves with its native backends.
     The server dies with this command (even on SIGKILL); busy ports are named and refused.
+    Further tritonserver flags pass through after `--`, e.g. `tritonlens serve --
+    --metrics-config summary_latencies=true --response-cache-byte-size 1000000`.
     """
     from tritonlens.client.base import api_key_file
     from tritonlens.serve import ServerStartError, TritonServer
@@ -72,7 +75,8 @@ def serve(
         server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,
                               metrics_port=metrics_port, model_control_mode=model_control_mode,
                               load_models=load_model or [], log_verbose=log_verbose,
-                              log_file=log_file, require_all_models=False, api_key=api_key)
+                              log_file=log_file, require_all_models=False, api_key=api_key,
+                              extra_args=[arg for arg in ctx.args if arg != "--"])
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
 
@@ -197,6 +201,34 @@ def status(url: Url = None, protocol: Protocol = "http",
     print_models(models, details)
     console.print(f"this host: {os.cpu_count()} cores, {memory.total / 2**30:.1f} GiB memory "
                   f"({memory.available / 2**30:.1f} GiB available)")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def perf(
+    ctx: typer.Context,
+    tools_dir: Annotated[Path, typer.Option(help="Where perf_analyzer's own venv is (created on "
+                                                 "first use)")] = Path(".tools"),
+) -> None:
+    """Run Triton's perf_analyzer 2.51 with every further flag passed through unchanged.
+
+    Example: tritonlens perf -m clip_embed_text -u localhost:8001 -i grpc --concurrency-range 1:4
+
+    perf_analyzer (from tritonclient[all]==2.51.0) lives in its own venv under --tools-dir
+    and needs two libraries from the server wheel on LD_LIBRARY_PATH; this command sets that
+    up and adds the API-key header for --shared-memory (a restricted API on `tritonlens
+    serve`). `tritonlens perf --version` prints its version; `tritonlens perf -- -h` its help.
+    """
+    import subprocess
+
+    from tritonlens.bench.perf_analyzer import (PerfAnalyzerError, ensure_perf_analyzer,
+                                                passthrough_command)
+
+    try:
+        tool = ensure_perf_analyzer(tools_dir, log=lambda line: console.print(line, highlight=False))
+    except PerfAnalyzerError as err:
+        fail(str(err))
+    args = [arg for arg in ctx.args if arg != "--"]
+    raise typer.Exit(subprocess.call(passthrough_command(tool, args), env=tool.environment()))
 
 
 @app.command()

@@ -34,6 +34,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -224,6 +225,91 @@ def die_with_parent(command: list[str]) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
+# tritonserver flags the launcher sets itself: those an option sets (-> that option of
+# `tritonlens serve` / TritonServer), and those that cannot change (-> why).
+OPTION_FLAGS = {
+    "--model-repository": "--repo", "--model-store": "--repo",
+    "--http-port": "--http-port", "--grpc-port": "--grpc-port", "--metrics-port": "--metrics-port",
+    "--http-address": "--host", "--grpc-address": "--host", "--metrics-address": "--host",
+    "--model-control-mode": "--model-control-mode", "--load-model": "--load-model",
+    "--log-verbose": "--log-verbose", "--log-file": "--log-file",
+    "--http-restricted-api": "--api-key", "--grpc-restricted-protocol": "--api-key",
+}
+FIXED_FLAGS = {
+    "--backend-directory": "tritonlens assembles the backend directory (the Python backend "
+                           "and its Python-based onnxruntime/pytorch backends)",
+    "--strict-readiness": "readiness checks rely on strict readiness",
+    "--exit-on-error": "one model failing to load must not stop the others",
+}
+
+
+def check_extra_args(args) -> list[str]:
+    """``args`` as a list of tritonserver flags, ``--flag value`` pairs joined to
+    ``--flag=value``.
+
+    Raises:
+        ValueError: an argument that is not a ``--flag``; a flag in :data:`OPTION_FLAGS`
+            (named, with the option that sets it) or :data:`FIXED_FLAGS`; a ``--backend-config`` of the Python
+            backends' ``shm-region-prefix-name`` (the launcher's per-start prefix, which
+            lets it remove only its own ``/dev/shm`` regions).
+    """
+    args, joined = list(args), []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"tritonserver flag expected, got {arg!r} (flags are --name=value)")
+        if "=" not in arg and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            arg, i = f"{arg}={args[i + 1]}", i + 1
+        name = arg.split("=", 1)[0]
+        if name in OPTION_FLAGS:
+            raise ValueError(f"tritonserver flag {name} is set by tritonlens itself: "
+                             f"use its {OPTION_FLAGS[name]} option")
+        if name in FIXED_FLAGS:
+            raise ValueError(f"tritonserver flag {name} is set by tritonlens itself and cannot "
+                             f"be passed through ({FIXED_FLAGS[name]})")
+        if name == "--backend-config" and "shm-region-prefix-name" in arg:
+            raise ValueError("--backend-config=...,shm-region-prefix-name is set by tritonlens "
+                             "itself (a per-start prefix, so only this server's /dev/shm "
+                             "regions are removed at stop)")
+        joined.append(arg)
+        i += 1
+    return joined
+
+
+# What tritonserver 2.51 (a CUDA build) logs on a host without a CUDA driver, whatever its
+# flags: CudaBlockManager::Create's error at start-up (server.cc, unconditional), one
+# "unable to create stream" error per ensemble (ensemble_scheduler.cc), and the warning that
+# follows from --pinned-memory-pool-byte-size=0. None of it affects CPU serving.
+NO_CUDA_DRIVER_LINES = re.compile(
+    rb'"CudaDriverHelper has not been initialized\.'
+    rb'|"unable to create stream for [^:]+: (CUDA driver version is insufficient|no CUDA-capable)'
+    rb'|"failed to allocate pinned system memory: no pinned memory pool')
+NO_CUDA_DRIVER_NOTE = (b"tritonlens: no CUDA driver on this host; tritonserver's messages about "
+                       b"it (CudaDriverHelper, ensemble CUDA streams, pinned memory) are left "
+                       b"out of this log\n")
+
+
+def forward_log(source, sink, close_sink: bool = False) -> None:
+    """Copy tritonserver's output from ``source`` to ``sink`` line by line until it closes,
+    leaving out :data:`NO_CUDA_DRIVER_LINES` (one :data:`NO_CUDA_DRIVER_NOTE` says so);
+    then close ``source`` (and ``sink`` with ``close_sink``)."""
+    noted = False
+    for line in iter(source.readline, b""):
+        if NO_CUDA_DRIVER_LINES.search(line):
+            if noted:
+                continue
+            line, noted = NO_CUDA_DRIVER_NOTE, True
+        try:
+            sink.write(line)
+            sink.flush()
+        except (OSError, ValueError):  # the sink was closed (stop): keep draining the pipe
+            pass
+    source.close()
+    if close_sink:
+        sink.close()
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by this user only (directory 0700, file 0600)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -265,7 +351,9 @@ class TritonServer:
             test repository (CLIP, SAM 2, three trackers) took more than 5 s on a busy 2-core
             host, and a server that hits the timeout exits 1. ``stop()`` kills the process
             group when the server is still there ``exit_timeout + 15`` s after SIGINT.
-        extra_args: more ``tritonserver`` flags, passed through unchanged.
+        extra_args: more ``tritonserver`` flags, passed through unchanged (``--flag=value``
+            or ``--flag value``); ``--exit-timeout-secs`` replaces ``exit_timeout``. Flags the
+            launcher sets itself are refused (:func:`check_extra_args`).
         watch_stubs: run :class:`~tritonlens.serve.health.StubMonitor` (not in ``poll``
             mode): a model whose Python-backend stub died is reloaded within seconds.
 
@@ -321,9 +409,13 @@ class TritonServer:
         self.restricted_apis = list(restricted_apis)
         self.exit_timeout = exit_timeout
         self.shm_prefix = f"tritonlens_{os.getpid()}_{secrets.token_hex(4)}_"
-        self.extra_args = list(extra_args)
+        self.extra_args = check_extra_args(extra_args)
+        for arg in self.extra_args:  # the launcher's own stop waits as long as the server
+            if arg.startswith("--exit-timeout-secs="):
+                self.exit_timeout = int(arg.split("=", 1)[1])
         self.process: subprocess.Popen | None = None
         self._log_handle = None
+        self._log_thread: threading.Thread | None = None
         self.watch_stubs = watch_stubs  # serve/health.py: reload a model whose stub died
         self._explicit_all = watch_stubs and model_control_mode == "none"
         self.stub_monitor = None
@@ -393,10 +485,16 @@ class TritonServer:
             warnings.warn("TritonServer started from a thread other than the main thread: the "
                           "server will not be stopped if this process dies", stacklevel=2)
         self.process = subprocess.Popen(
-            command, env=server_environment(install),
-            stdout=self._log_handle, stderr=subprocess.STDOUT if self._log_handle else None,
+            command, env=server_environment(install), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it cleanly
         )
+        # without a log file: this process's standard output (a duplicate of fd 1, closed at stop)
+        sink = self._log_handle or os.fdopen(os.dup(1), "wb")
+        self._log_thread = threading.Thread(target=forward_log, name="tritonserver-log",
+                                            daemon=True, args=(self.process.stdout, sink,
+                                                               sink is not self._log_handle))
+        self._log_thread.start()
         try:
             for port in (self.http_port, self.grpc_port):
                 _write_private(api_key_file(port), self.api_key)
@@ -486,6 +584,9 @@ class TritonServer:
             path = api_key_file(port)
             if path.exists() and path.read_text() == self.api_key:
                 path.unlink(missing_ok=True)
+        if self._log_thread is not None:
+            self._log_thread.join(5)  # its last lines; a stub that outlives the server holds the pipe
+            self._log_thread = None
         if self._log_handle:
             self._log_handle.close()
             self._log_handle = None
