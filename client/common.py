@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-from tritonlens.client.base import TritonLensError
+from tritonlens.client.base import TritonClient, TritonLensError
 
 ImageLike = bytes | str | os.PathLike
 T = TypeVar("T")
@@ -156,3 +156,21 @@ class ProgressBar:
     def __exit__(self, *exc):
         if self.progress:
             self.progress.stop()
+
+
+def classify_image(client: TritonClient, model: str, image: ImageLike, top_k: int,
+                   output: str = "probabilities") -> Classification:
+    """Top-k labels of one image (bytes or a path) from ``model``, whose ``output`` has a
+    label file: Triton's classification extension answers ``class_count=top_k`` entries.
+
+    Raises:
+        ValueError: ``top_k`` < 1.
+        TritonLensError: unreadable file, unreachable server, or the server refused the
+            image (the message says why: corrupt, not an image, too large ...).
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, not {top_k}")
+    result = client.infer(model, {"image": bytes_tensor([read_image(image)])}, outputs=[output],
+                          class_count=top_k)
+    source = "#0" if isinstance(image, bytes) else str(image)
+    return Classification(source, parse_classification(result.as_numpy(output)[0]))

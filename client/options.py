@@ -108,3 +108,42 @@ def run_export(title: str, export: Callable[..., dict[str, str]], options, repo:
         table.add_row(key, value)
     console.print(table)
     warn_random_weights(summary["weights"])
+
+
+def classification_table(result, title: str) -> Table:
+    """A rich table of one image's top-k labels (a ``client.common.Classification``):
+    rank, label, probability."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    for rank, label in enumerate(result.labels, 1):
+        table.add_row(str(rank), label.label, f"{label.score:.4f}")
+    return table
+
+
+def print_classifications(files: list[Path], classify: Callable, concurrency: int,
+                          as_json: bool, weights: str) -> int:
+    """Run ``classify(file)`` (a family client's top-k call) over ``files``, ``concurrency``
+    requests in flight, and print each result in input order as it arrives: a table, or
+    with ``as_json`` one JSON line (image, weights, labels); a file that failed is one
+    error line on stderr and the others go on. Returns how many failed."""
+    import json
+
+    from tritonlens.client.base import TritonLensError
+    from tritonlens.client.common import ProgressBar, imap_concurrent
+
+    failed = 0
+    with ProgressBar(len(files) > 1, len(files), "classifying") as bar:
+        results = imap_concurrent(classify, files, concurrency, on_done=lambda: bar.advance(1))
+        for image, result in zip(files, results):
+            if isinstance(result, TritonLensError):
+                failed += 1
+                err_console.print(f"[bold red]error:[/] {image}: {result}", highlight=False)
+            elif as_json:
+                print(json.dumps({"image": str(image), "weights": weights, "labels": [
+                    {"label": l.label, "index": l.index, "score": l.score} for l in result.labels]}),
+                    flush=True)
+            else:
+                console.print(classification_table(result, str(image)))
+    return failed

@@ -24,8 +24,8 @@ from tritonlens.client.base import InferenceError, TritonClient, TritonLensError
 # Re-exported: the shared client helpers were first written for CLIP and are still
 # imported from here.
 from tritonlens.client.common import (Classification, ImageLike, Label, ProgressBar,  # noqa: F401
-                                      bytes_tensor, chunk_bounds, imap_concurrent, map_concurrent,
-                                      parse_classification, read_image)
+                                      bytes_tensor, chunk_bounds, classify_image, imap_concurrent,
+                                      map_concurrent, parse_classification, read_image)
 
 # clip_preprocess / clip_tokenize name a refused image or text by its position in the request.
 _ITEM_IN_REQUEST = re.compile(r"(?:image|text) (\d+) of the request")
@@ -56,12 +56,7 @@ class ClipClient(TritonClient):
             TritonLensError: unreadable file, unreachable server, or the server refused the
                 image (the message says why: corrupt, not an image, too large ...).
         """
-        if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, not {top_k}")
-        result = self.infer(self.classify_model, {"image": bytes_tensor([read_image(image)])},
-                            outputs=["probabilities"], class_count=top_k)
-        source = "#0" if isinstance(image, bytes) else str(image)
-        return Classification(source, parse_classification(result.as_numpy("probabilities")[0]))
+        return classify_image(self, self.classify_model, image, top_k)
 
     def iter_batches(self, model: str, input_name: str, output: str, items: Sequence,
                      encode: Callable[[object], bytes], batch_size: int | None = None,

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.clip import ClipClient, map_concurrent
-from tritonlens.client.options import console, warn_random_weights
+from tritonlens.client.options import classification_table, console, warn_random_weights
 from tritonlens.client.plugins import Demo
 
 DEMO_LABELS = Path(__file__).resolve().parent.parent / "data" / "demo_labels.txt"
@@ -53,8 +53,6 @@ def demo_export(demo: Demo) -> None:
 def demo(demo: Demo) -> None:
     """Classify every photo (gRPC, concurrent requests) and embed three photos and three
     texts (HTTP), printing the top-5 tables and the cosine similarities."""
-    from tritonlens.client.clip.plugin import classification_table
-
     photos, server = demo.photos, demo.server
     demo.rule("classify (gRPC, concurrent requests, dynamic batching)")
     client = ClipClient(server.grpc_url, "grpc")

@@ -11,10 +11,10 @@ import typer
 from rich.table import Table
 
 from tritonlens.client.base import TritonLensError
-from tritonlens.client.clip import Classification, ClipClient, ProgressBar, imap_concurrent
+from tritonlens.client.clip import ClipClient
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_output_path,
-                                       check_protocol, console, err_console, fail, run_export,
-                                       warn_random_weights)
+                                       check_protocol, console, err_console, fail,
+                                       print_classifications, run_export, warn_random_weights)
 from tritonlens.client.plugins import Plugin, builtin_python_models
 
 CLIP_MODELS = ("clip_preprocess", "clip_image_encoder", "clip_tokenize", "clip_text_encoder",
@@ -74,17 +74,6 @@ def export(
         run_export("CLIP", export_clip, options, repo)
     except ExportError as err:
         fail(str(err))
-
-
-def classification_table(result: Classification, title: str) -> Table:
-    """A rich table of one image's top-k labels: rank, label, probability."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("label")
-    table.add_column("probability", justify="right")
-    for rank, label in enumerate(result.labels, 1):
-        table.add_row(str(rank), label.label, f"{label.score:.4f}")
-    return table
 
 
 # What a folder contributes: the formats the served preprocessing decodes (serve/images.py's
@@ -164,20 +153,8 @@ def classify(
     except TritonLensError as err:
         fail(str(err))
     warn_random_weights(weights)
-    failed = 0
-    with ProgressBar(len(files) > 1, len(files), "classifying") as bar:
-        results = imap_concurrent(lambda image: client.classify(image, top_k), files,
-                                  concurrency, on_done=lambda: bar.advance(1))
-        for image, result in zip(files, results):
-            if isinstance(result, TritonLensError):
-                failed += 1
-                err_console.print(f"[bold red]error:[/] {image}: {result}", highlight=False)
-            elif as_json:
-                print(json.dumps({"image": str(image), "weights": weights, "labels": [
-                    {"label": l.label, "index": l.index, "score": l.score} for l in result.labels]}),
-                    flush=True)
-            else:
-                console.print(classification_table(result, str(image)))
+    failed = print_classifications(files, lambda image: client.classify(image, top_k),
+                                   concurrency, as_json, weights)
     if failed:
         raise typer.Exit(1)
 
