@@ -14,13 +14,15 @@ help:  ## list the targets
 
 setup: $(STAMP)  ## create .venv and install tritonlens with everything it runs with
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile examples/tritonlens-timm/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip "setuptools<81" wheel
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -e ".[cpu,samples,video,bench,test]"
 	# SAM 2 from PyPI (Meta's Apache-2.0 code); its optional CUDA extension is not built.
 	SAM2_BUILD_CUDA=0 $(PIP) install --no-build-isolation "sam2==1.1.0"
+	# The example out-of-tree plugin, installed as a third-party family would be (its tests run in `make test`).
+	$(PIP) install -e examples/tritonlens-timm
 	touch $@
 
 demo: setup  ## the main job: export, serve and query on real photos through a real tritonserver
