@@ -1,0 +1,153 @@
+"""The README's Quick start runs as written.
+
+The shell block between ``<!-- quickstart:begin -->`` and ``<!-- quickstart:end -->`` in
+README.md is taken verbatim and run in a fresh working folder that holds only what a fresh
+clone has after ``make setup`` and that the block uses (``.venv`` and ``examples/``, linked
+from this checkout). The ``tritonlens serve`` line runs in the background as in its own
+terminal; the lines before it run as one bash script, the lines after it as another (in
+the environment the first left, as a second terminal after ``source .venv/bin/activate``).
+Every line must succeed (``set -e``), serve must print ``ready`` and stop cleanly on Ctrl-C.
+
+One substitution, so that the default run stays short: the CLIP architecture ``ViT-B-32``
+becomes ``$TRITONLENS_QUICKSTART_MODEL`` (default ``ViT-S-32``, the suite's small model).
+The block uses the default ports (8000-8002): the whole run happens in a private network
+namespace (``unshare -rn``) so that other servers on this host do not collide; without
+namespaces it runs on the host's ports if they are free, and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BEGIN, END = "<!-- quickstart:begin -->", "<!-- quickstart:end -->"
+MODEL = os.environ.get("TRITONLENS_QUICKSTART_MODEL", "ViT-S-32")
+SERVE = re.compile(r"^tritonlens serve\b")
+
+# Runs inside the namespace: part A, then serve in the background until "ready", part B,
+# then Ctrl-C (SIGINT) to serve. Prints one JSON line with every step's outcome.
+DRIVER = r'''
+import json, os, re, signal, subprocess, sys, time
+work, before, serve, after = sys.argv[1:5]
+env_file = os.path.join(work, ".env_after_part_a")
+result = {}
+a = subprocess.run(["bash", "-ec", before + f'\nenv -0 > "{env_file}"'], cwd=work,
+                   capture_output=True, text=True, timeout=900)
+result["before"] = [a.returncode, (a.stdout + a.stderr)[-6000:]]
+if a.returncode == 0:
+    env = dict(item.split("=", 1) for item in open(env_file).read().split("\0") if "=" in item)
+    log = open(os.path.join(work, "serve.log"), "w+")
+    srv = subprocess.Popen(["bash", "-ec", "exec " + serve], cwd=work, env=env, stdout=log,
+                           stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and srv.poll() is None:
+        log.seek(0)
+        if re.search(r"^(ready|serving, NOT ready)\b", log.read(), re.MULTILINE):
+            break
+        time.sleep(0.5)
+    try:
+        b = subprocess.run(["bash", "-ec", after], cwd=work, env=env, capture_output=True,
+                           text=True, timeout=600)
+        result["after"] = [b.returncode, (b.stdout + b.stderr)[-8000:]]
+    finally:
+        srv.send_signal(signal.SIGINT)
+        try:
+            code = srv.wait(60)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            code = srv.wait()
+    log.seek(0)
+    result["serve"] = [code, log.read()[-8000:]]
+print(json.dumps(result))
+'''
+
+
+def quickstart_block(readme: str) -> list[str]:
+    """The Quick start's shell lines, without the fence (bash joins continued lines)."""
+    assert BEGIN in readme and END in readme, "README.md lost its quickstart markers"
+    block = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    lines = block.splitlines()
+    assert lines[0].startswith("```") and lines[-1] == "```", "the Quick start is one code block"
+    return lines[1:-1]
+
+
+def split_at_serve(lines: list[str]) -> tuple[str, str, str]:
+    """(script before serve, the serve command without its comment, script after)."""
+    index = [i for i, line in enumerate(lines) if SERVE.match(line)]
+    assert len(index) == 1, "the Quick start has exactly one `tritonlens serve` line"
+    serve = lines[index[0]].split("#", 1)[0].strip()
+    return "\n".join(lines[:index[0]]), serve, "\n".join(lines[index[0] + 1:])
+
+
+def namespace_prefix() -> list[str] | None:
+    """A command prefix running in a private network namespace with loopback up, or None."""
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return None
+    probe = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        return None
+    return ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+
+
+def ports_free(ports=(8000, 8001, 8002)) -> bool:
+    for port in ports:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return False
+    return True
+
+
+def test_quickstart_block_is_runnable_shell():
+    """The block parses: bash accepts it, it uses the shipped labels file, and every path
+    it reads is created by the block itself or ships with the repository."""
+    before, serve, after = split_at_serve(quickstart_block((REPO_ROOT / "README.md").read_text()))
+    for script in (before, after):
+        check = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+    assert serve == "tritonlens serve"
+    labels = re.search(r"--labels (\S+)", before).group(1)
+    assert (REPO_ROOT / labels).is_file(), f"{labels} is not in the repository"
+    assert "--pretrained none" in before
+
+
+def test_quickstart_runs_as_written(tmp_path):
+    before, serve, after = split_at_serve(quickstart_block((REPO_ROOT / "README.md").read_text()))
+    before = before.replace("ViT-B-32", MODEL)
+    work = tmp_path / "checkout"
+    work.mkdir()
+    (work / ".venv").symlink_to(REPO_ROOT / ".venv")
+    (work / "examples").symlink_to(REPO_ROOT / "examples")
+    prefix = namespace_prefix()
+    if prefix is None and not ports_free():
+        pytest.skip("no network namespace available and ports 8000-8002 are busy")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))  # API-key files stay private
+    env.pop("TRITONLENS_API_KEY", None)
+    proc = subprocess.run([*(prefix or []), sys.executable, "-c", DRIVER, str(work), before,
+                           serve, after], env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    code, output = result["before"]
+    assert code == 0, f"the lines before `tritonlens serve` failed:\n{output}"
+    assert (work / "model_repository" / "clip_classify" / "config.pbtxt").is_file()
+    code, output = result["after"]
+    assert code == 0, f"the lines after `tritonlens serve` failed:\n{output}\n--- serve:\n{result['serve'][1]}"
+    # what the commands print: both photos classified with a label of examples/labels.txt,
+    # a cosine similarity, and the status table with the classifier READY
+    labels = (REPO_ROOT / "examples" / "labels.txt").read_text().split("\n")
+    assert "cat.jpg" in output and "coffee.png" in output
+    assert any(label and label in output for label in labels)
+    assert "cosine" in output.lower() or "similarit" in output.lower(), output
+    assert re.search(r"clip_classify\s.*READY", output), output
+    code, log = result["serve"]
+    assert re.search(r"^ready\s", log, re.MULTILINE) and code == 0, log
+    assert "tritonserver stopped (exit code 0)" in log, log
