@@ -4,7 +4,8 @@ Triton's dynamic batcher hands a Python model several requests in one ``execute(
 The native backends concatenate them along the batch axis and run once; these helpers do
 the same with plain numpy, so they can be unit-tested without a server:
 
-* :func:`read_model_config` turns Triton's JSON model config into the few fields needed;
+* :func:`check_input` checks one input against its config entry
+  (``tritonlens.serve.model_config.TensorSpec``);
 * :func:`run_batched` groups requests whose non-batch shapes agree, runs each group as one
   batch, splits the outputs back per request, and turns a failure into a per-request
   error so one bad request never fails its neighbours.
@@ -12,64 +13,13 @@ the same with plain numpy, so they can be unit-tested without a server:
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from tritonlens.serve.errors import error_response
-
-# Triton data types -> numpy (the subset the project's models use, plus common ones).
-TRITON_TO_NUMPY = {
-    "TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8, "TYPE_UINT16": np.uint16,
-    "TYPE_UINT32": np.uint32, "TYPE_UINT64": np.uint64, "TYPE_INT8": np.int8,
-    "TYPE_INT16": np.int16, "TYPE_INT32": np.int32, "TYPE_INT64": np.int64,
-    "TYPE_FP16": np.float16, "TYPE_FP32": np.float32, "TYPE_FP64": np.float64,
-    "TYPE_STRING": np.object_,
-}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of a model config: name, numpy dtype, dims without batch."""
-
-    name: str
-    dtype: type
-    dims: tuple[int, ...]
-    optional: bool = False
-
-
-@dataclass
-class ModelSpec:
-    """The parts of a Triton model config that the Python-based backends act on."""
-
-    name: str
-    max_batch_size: int
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    parameters: dict[str, str] = field(default_factory=dict)
-    default_model_filename: str = ""
-
-
-def read_model_config(model_config_json: str) -> ModelSpec:
-    """Parse ``args["model_config"]`` (Triton's model config as JSON) into a ModelSpec."""
-    cfg = json.loads(model_config_json)
-
-    def specs(entries):
-        return [TensorSpec(e["name"], TRITON_TO_NUMPY[e["data_type"]],
-                           tuple(int(d) for d in e.get("dims", [])),
-                           bool(e.get("optional", False)))
-                for e in entries]
-
-    return ModelSpec(
-        name=cfg["name"],
-        max_batch_size=int(cfg.get("max_batch_size", 0)),
-        inputs=specs(cfg.get("input", [])),
-        outputs=specs(cfg.get("output", [])),
-        parameters={k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()},
-        default_model_filename=cfg.get("default_model_filename", ""),
-    )
+# read_model_config is imported from here by the backends' model.py files too.
+from tritonlens.serve.model_config import ModelSpec, TensorSpec, read_model_config  # noqa: F401
 
 
 def check_input(spec: TensorSpec, array: np.ndarray, batched: bool) -> str | None:

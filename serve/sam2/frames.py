@@ -54,6 +54,19 @@ def frame_pixels(image: Image.Image, size: int) -> torch.Tensor:
     return x
 
 
+def preprocess_frame(data: bytes, size: int, max_bytes: int = 64 << 20,
+                     max_pixels: int = 50_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """What ``sam2_frame_preprocess`` does with one frame: JPEG/PNG/WebP bytes ->
+    (float32 [1, 3, size, size] as :func:`frame_pixels`, int32 [2] (height, width)).
+
+    Raises:
+        FrameError: as :func:`decode_frame`.
+    """
+    image = decode_frame(data, max_bytes, max_pixels)
+    return (frame_pixels(image, size)[None].numpy(),
+            np.array([image.height, image.width], dtype=np.int32))
+
+
 def pan_zoom_frames(photo: np.ndarray, count: int, size: tuple[int, int] = (240, 320),
                     zoom: float = 1.35) -> list[np.ndarray]:
     """A camera move over a real photo: ``count`` uint8 [H, W, 3] frames (``size`` = H, W)

@@ -183,3 +183,36 @@ def image_prompt(coords: np.ndarray | None, labels: np.ndarray | None,
         raise PromptError(f"orig_size must be (height, width), not {size.tolist()}")
     (obj,) = group_prompts(coords, labels, None, (int(size[0]), int(size[1])), image=True).values()
     return obj
+
+
+def decoder_prompt(coords: np.ndarray | None, labels: np.ndarray | None,
+                   orig_size: np.ndarray | tuple[int, int], multimask: np.ndarray | None,
+                   mask: np.ndarray | None, mask_size: int) -> dict[str, np.ndarray]:
+    """What ``sam2_prompts`` hands the prompt decoder: the checked prompt of one image and
+    the optional inputs' defaults.
+
+    Args:
+        coords / labels / orig_size: as :func:`image_prompt`.
+        multimask: BOOL [1] or None (default true: three masks).
+        mask: FP32 [1, L, L], low-res logits of an earlier answer, or None.
+        mask_size: L, the side of ``mask`` (4 x the image embedding's side).
+
+    Returns:
+        ``checked_point_coords`` FP32 [N, 2] and ``checked_point_labels`` INT32 [N] (the box
+        corners first), ``checked_mask_input`` FP32 [1, L, L] (zeros when absent),
+        ``checked_has_mask_input`` FP32 [1] (1 when a mask was given),
+        ``checked_multimask_output`` BOOL [1].
+
+    Raises:
+        PromptError: as :func:`image_prompt`, or a mask with non-finite values.
+    """
+    coords, labels = image_prompt(coords, labels, orig_size)
+    multimask = np.array([True]) if multimask is None else multimask.reshape(1).astype(bool)
+    has_mask = np.array([0.0 if mask is None else 1.0], dtype=np.float32)
+    if mask is None:
+        mask = np.zeros((1, mask_size, mask_size), dtype=np.float32)
+    elif not np.all(np.isfinite(mask)):
+        raise PromptError("mask_input has non-finite values")
+    return {"checked_point_coords": coords, "checked_point_labels": labels,
+            "checked_mask_input": mask, "checked_has_mask_input": has_mask,
+            "checked_multimask_output": multimask}

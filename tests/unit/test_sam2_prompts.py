@@ -11,8 +11,8 @@ import pytest
 
 from tritonlens.serve.errors import RequestError
 from tritonlens.serve.sam2.prompts import (DEFAULT_OBJECT_ID, MAX_OBJECTS_PER_REQUEST,
-                                           MAX_POINTS_PER_OBJECT, PromptError, group_prompts,
-                                           image_prompt)
+                                           MAX_POINTS_PER_OBJECT, PromptError, decoder_prompt,
+                                           group_prompts, image_prompt)
 
 SIZE = (240, 320)  # (height, width)
 
@@ -117,3 +117,24 @@ def test_validator_imports_without_torch():
     code = ("import sys; import tritonlens.serve.sam2.prompts; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_decoder_prompt_fills_the_optional_inputs():
+    coords, labels, _ = arrays([(10, 20, 1), (5, 5, 2), (50, 60, 3)])
+    checked = decoder_prompt(coords, labels, np.array(SIZE, np.int32), None, None, 16)
+    assert list(checked) == ["checked_point_coords", "checked_point_labels", "checked_mask_input",
+                             "checked_has_mask_input", "checked_multimask_output"]
+    assert checked["checked_point_labels"].tolist() == [2, 3, 1]  # the box first
+    assert checked["checked_mask_input"].shape == (1, 16, 16) and not checked["checked_mask_input"].any()
+    assert checked["checked_has_mask_input"].tolist() == [0.0]
+    assert checked["checked_multimask_output"].tolist() == [True]
+    mask = np.full((1, 16, 16), 0.5, np.float32)
+    given = decoder_prompt(coords, labels, SIZE, np.array([False]), mask, 16)
+    assert given["checked_has_mask_input"].tolist() == [1.0]
+    assert given["checked_multimask_output"].tolist() == [False]
+    np.testing.assert_array_equal(given["checked_mask_input"], mask)
+    mask[0, 3, 4] = np.nan
+    with pytest.raises(PromptError, match="mask_input has non-finite values"):
+        decoder_prompt(coords, labels, SIZE, None, mask, 16)
+    with pytest.raises(PromptError, match="no prompt"):
+        decoder_prompt(None, None, SIZE, None, None, 16)

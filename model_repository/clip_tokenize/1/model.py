@@ -21,13 +21,12 @@ Config parameters: ``model_name`` (an open_clip architecture name), ``context_le
 ``max_text_bytes`` (optional).
 """
 
-import json
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonlens.serve.clip_tokenizer import ClipTokenizer, uses_simple_tokenizer
 from tritonlens.serve.errors import RequestError, error_response
+from tritonlens.serve.model_config import read_model_config
 from tritonlens.serve.texts import DEFAULT_MAX_TEXT_BYTES, decode_text
 
 
@@ -42,11 +41,10 @@ def open_clip_tokenizer(model_name: str, context_length: int):
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.context_length = int(params["context_length"])
-        self.max_text_bytes = int(params.get("max_text_bytes", DEFAULT_MAX_TEXT_BYTES))
-        model_name = params["model_name"]
+        spec = read_model_config(args["model_config"])
+        self.context_length = spec.integer("context_length")
+        self.max_text_bytes = spec.integer("max_text_bytes", DEFAULT_MAX_TEXT_BYTES)
+        model_name = spec.text("model_name")
         if uses_simple_tokenizer(model_name):
             self.tokenizer = ClipTokenizer(self.context_length)
         else:

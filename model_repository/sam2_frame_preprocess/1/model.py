@@ -11,39 +11,33 @@ antialiased bilinear resize: slightly different pixels.) A frame that cannot be 
 fails only its own request, as INVALID_ARG (gRPC INVALID_ARGUMENT / HTTP 400).
 """
 
-import json
-
-import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
-from PIL import Image
 
 from tritonlens.serve.errors import error_response
-from tritonlens.serve.sam2.frames import FrameError, decode_frame, frame_pixels
+from tritonlens.serve.images import ImageError
+from tritonlens.serve.model_config import read_model_config
+from tritonlens.serve.sam2.frames import preprocess_frame
+from tritonlens.serve.sam2.preprocess import one_item
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.size = int(params["image_size"])
-        self.max_bytes = int(params.get("max_image_bytes", 64 << 20))
-        self.max_pixels = int(params.get("max_image_pixels", 50_000_000))
-        Image.MAX_IMAGE_PIXELS = self.max_pixels
+        spec = read_model_config(args["model_config"])
+        self.size = spec.integer("image_size")
+        self.max_bytes = spec.integer("max_image_bytes", 64 << 20)
+        self.max_pixels = spec.integer("max_image_pixels", 50_000_000)
         torch.set_num_threads(1)
 
     def execute(self, requests):
         responses = []
         for request in requests:
-            data = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().reshape(-1)
+            data = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
             try:
-                if data.size != 1:
-                    raise FrameError(f"send one frame per request, not {data.size}")
-                image = decode_frame(bytes(data[0]), self.max_bytes, self.max_pixels)
-                pixels = frame_pixels(image, self.size)[None].numpy()
-                size = np.array([image.height, image.width], dtype=np.int32)
+                pixels, size = preprocess_frame(one_item(data, "frame"), self.size,
+                                                self.max_bytes, self.max_pixels)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("pixels", pixels), pb_utils.Tensor("orig_size", size)]))
-            except FrameError as err:
+            except ImageError as err:
                 responses.append(error_response(pb_utils, f"sam2_frame_preprocess: {err}"))
         return responses

@@ -14,49 +14,37 @@ Outputs ``checked_point_coords``, ``checked_point_labels`` (a box's corners firs
         ``checked_mask_input`` (zeros when absent), ``checked_has_mask_input`` FP32 [1]
         (1 when a mask was given), ``checked_multimask_output`` BOOL [1].
 
-Prompts are checked by ``tritonlens.serve.sam2.prompts`` (one validator for the image and
-video paths; its module docstring lists the rules and the limits, e.g. at most
+Prompts are checked and the defaults filled by ``tritonlens.serve.sam2.prompts.decoder_prompt``
+(one validator for the image and video paths; the module docstring of
+``tritonlens.serve.sam2.prompts`` lists the rules and the limits, e.g. at most
 ``MAX_POINTS_PER_OBJECT`` points): refused are no points, mismatched counts, labels other
 than 0-3, non-finite coordinates or ones outside the image, a lone or second box corner, a
 box with x0 > x1 or y0 > y1, and too many points. A box given after clicks is moved first,
 where SAM 2 puts it. Refusals are INVALID_ARG (``tritonlens.serve.errors``).
 """
 
-import json
-
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonlens.serve.errors import response_for_exception
-from tritonlens.serve.sam2.prompts import PromptError, image_prompt
+from tritonlens.serve.model_config import read_model_config
+from tritonlens.serve.sam2.prompts import decoder_prompt
+
+INPUTS = ("point_coords", "point_labels", "orig_size", "multimask_output", "mask_input")
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.mask_size = int(params["mask_input_size"])
+        self.mask_size = read_model_config(args["model_config"]).integer("mask_input_size")
 
     def _check(self, request):
-        def get(name):
+        given = {}
+        for name in INPUTS:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
-            return None if tensor is None else tensor.as_numpy()
-
-        coords, labels = image_prompt(get("point_coords"), get("point_labels"),
-                                      get("orig_size"))
-        multimask = get("multimask_output")
-        multimask = np.array([True]) if multimask is None else multimask.reshape(1).astype(bool)
-        mask = get("mask_input")
-        has_mask = np.array([0.0 if mask is None else 1.0], dtype=np.float32)
-        if mask is None:
-            mask = np.zeros((1, self.mask_size, self.mask_size), dtype=np.float32)
-        elif not np.all(np.isfinite(mask)):
-            raise PromptError("mask_input has non-finite values")
-        return [pb_utils.Tensor("checked_point_coords", coords),
-                pb_utils.Tensor("checked_point_labels", labels),
-                pb_utils.Tensor("checked_mask_input", mask),
-                pb_utils.Tensor("checked_has_mask_input", has_mask),
-                pb_utils.Tensor("checked_multimask_output", multimask)]
+            given[name] = None if tensor is None else tensor.as_numpy()
+        checked = decoder_prompt(given["point_coords"], given["point_labels"],
+                                 given["orig_size"], given["multimask_output"],
+                                 given["mask_input"], self.mask_size)
+        return [pb_utils.Tensor(name, array) for name, array in checked.items()]
 
     def execute(self, requests):
         responses = []

@@ -27,7 +27,6 @@ Triton's own ``max_sequence_idle_microseconds`` is set longer (the export's
 is INVALID_ARG (``tritonlens.serve.errors``).
 """
 
-import json
 import threading
 
 import numpy as np
@@ -35,6 +34,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from tritonlens.serve.errors import response_for_exception
+from tritonlens.serve.model_config import read_model_config
 from tritonlens.serve.sam2 import StreamingTracker, TrackerError, build_video_model, parse_prompts
 
 OUTPUTS = ("object_ids", "masks", "mask_logits", "object_scores", "frame_index")
@@ -47,9 +47,9 @@ def _optional(request, name):
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.name = config["name"]
+        spec = read_model_config(args["model_config"])
+        params = spec.parameters
+        self.name = spec.name
         torch.set_num_threads(int(params.get("threads", "1")))
         weights = f"{args['model_repository']}/{args['model_version']}/{params['weights_file']}"
         device = "cpu"
@@ -59,9 +59,7 @@ class TritonPythonModel:
                                   device=device)
         idle_s = float(params.get("stream_idle_seconds", "0"))
         if idle_s <= 0:  # a config written before the parameter: Triton's own limit
-            idle_us = int(config.get("sequence_batching", {}).get(
-                "max_sequence_idle_microseconds", 0))
-            idle_s = idle_us / 1e6
+            idle_s = spec.max_sequence_idle_us / 1e6
         self.idle_s = idle_s if idle_s > 0 else None
         max_streams = int(params.get("max_streams", "0")) or None
         self.tracker = StreamingTracker(model, compile=params.get("compile", "false") == "true",
