@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from tritonlens.serve.api_key import API_KEY_ENV, API_KEY_HEADER, api_key_file  # noqa: F401
+
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 # The restricted APIs of a server started by `tritonlens serve` (shared memory, model
-# repository, logging, trace) need this header; Triton's gRPC server expects restricted
-# metadata keys with the prefix "triton-grpc-protocol-" (Triton's kRestrictedProtocolHeaderTemplate).
-API_KEY_HEADER = "tritonlens-api-key"
-API_KEY_ENV = "TRITONLENS_API_KEY"
+# repository, logging, trace) need the API_KEY_HEADER header (tritonlens.serve.api_key);
+# Triton's gRPC server expects restricted metadata keys with the prefix
+# "triton-grpc-protocol-" (Triton's kRestrictedProtocolHeaderTemplate).
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
-
-
-def api_key_file(port: int) -> Path:
-    """Where a local ``tritonlens serve`` keeps the API key of the server on ``port``
-    (``$XDG_CACHE_HOME/tritonlens/api-keys/port-<port>``, mode 0600, while it runs)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "tritonlens" / "api-keys" / f"port-{port}"
 
 
 def find_api_key(url: str) -> str | None:

@@ -2,7 +2,7 @@
 
 ``TritonServer`` and its errors are imported lazily (PEP 562): the Python-backend models
 import ``tritonlens.serve.errors`` / ``.batching`` / ``.images`` inside Triton's stubs, and
-those must not pull in the launcher (and the client it shares the API-key helpers with).
+those must not pull in the launcher.
 """
 
 import importlib

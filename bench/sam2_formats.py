@@ -2,12 +2,12 @@
 
 Run on the host that will serve, with nothing else running::
 
-    python -m tritonlens.export.sam2.measure --image-size 1024 --threads 2
+    python -m tritonlens.bench.sam2_formats --image-size 1024 --threads 2
 
 It exports the image encoder and the prompt decoder both ways into a temporary folder, and
 prints the median seconds per call of eager torch, TorchScript (``torch.jit.load``) and
 onnxruntime (CPU execution provider), one image / one prompt of 3 points, fp32, with the
-given intra-op thread count. ``AUTO_FORMAT`` in ``export.py`` records the figures of the
+given intra-op thread count. ``AUTO_FORMAT`` in ``export/sam2/export.py`` records the figures of the
 project's 2-core host.
 """
 
@@ -22,7 +22,8 @@ from typing import Callable
 
 import torch
 
-from tritonlens.export.sam2.export import DECODER_INPUTS, ENCODER_OUTPUTS, DECODER_OUTPUTS, _save, load_sam2
+from tritonlens.export.core import save_graph
+from tritonlens.export.sam2.export import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, load_sam2
 from tritonlens.export.sam2.modules import ImageEncoder, PromptDecoder
 
 
@@ -67,7 +68,8 @@ def measure(config: str, image_size: int, threads: int, repeats: int) -> dict[st
             for fmt in ("onnx", "torchscript"):
                 work = Path(tmp) / f"{name}-{fmt}"
                 work.mkdir()
-                paths[fmt] = _save(module, example, inputs, outputs, axes, fmt, 17, work)
+                (paths[fmt],) = save_graph(module, example, inputs, outputs, axes, fmt, 17,
+                                           work).values()
             scripted = torch.jit.load(str(paths["torchscript"])).eval()
             session = ort.InferenceSession(str(paths["onnx"]), options,
                                            providers=["CPUExecutionProvider"])
