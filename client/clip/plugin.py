@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Annotated
@@ -168,8 +169,10 @@ def embed(
     text_file: Annotated[Path | None, typer.Option(
         "--text-file", help="UTF-8 file of texts, one per line (no empty lines)")] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Write the embeddings here, in .npy format, FP32 [N, D]: images first, then "
-             "texts, in the order given (the name is kept as given)")] = None,
+        help="Write the embeddings here, FP32 [N, D]: images first, then texts, in the order "
+             "given; .parquet: one row per item with kind, item (file name or text) and "
+             "embedding (needs pyarrow: pip install 'tritonlens[parquet]'); any other name: "
+             ".npy format (the name is kept as given)")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object per item as results arrive: kind, item, index "
                        "(its row in --out), and the embedding when there is no --out")] = False,
@@ -193,6 +196,8 @@ def embed(
     if concurrency < 1:
         fail(f"--concurrency must be at least 1, not {concurrency}")
     check_output_path(out, "--out")
+    if out is not None and out.suffix.lower() == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+        fail("--out .parquet needs pyarrow: pip install 'tritonlens[parquet]'")
     client = ClipClient(url, check_protocol(protocol), prefix=prefix)
     try:
         images = list(image or []) + (expand_images(image_dir) if image_dir else [])
@@ -238,11 +243,25 @@ def embed(
         for name, row in zip(images, image_emb @ text_emb.T):
             table.add_row(str(name), *(f"{v:.4f}" for v in row))
         console.print(table)
-    if out:
+    if out and out.suffix.lower() == ".parquet":
+        write_parquet(out, ["image"] * len(images) + ["text"] * len(texts),
+                      [str(i) for i in images] + texts, embeddings)
+    elif out:
         with open(out, "wb") as file:  # np.save(path) would append ".npy" to other names
             np.save(file, embeddings)
         (err_console if as_json else console).print(f"wrote {embeddings.shape} to {out}",
                                                     highlight=False)
+
+
+def write_parquet(path: Path, kinds: list[str], items: list[str], embeddings: np.ndarray) -> None:
+    """A Parquet file with one row per item: ``kind`` ("image" or "text"), ``item`` (the file
+    name or the text) and ``embedding`` (FP32, a fixed-size list of D values)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vectors = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).ravel()), embeddings.shape[1])
+    pq.write_table(pa.table({"kind": kinds, "item": items, "embedding": vectors}), path)
 
 
 class ClipPlugin(Plugin):
