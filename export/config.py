@@ -146,6 +146,46 @@ def ensemble_config(name: str, inputs: list[Tensor], outputs: list[Tensor], step
     return config
 
 
+def add_warmup(config: mc.ModelConfig, samples: dict[str, bytes | str]) -> dict[str, bytes]:
+    """Add one ``model_warmup`` sample (batch size 1) to ``config``, so that Triton runs it
+    through every instance at load and the first client request does not pay for first-run
+    allocations, lazy imports or graph preparation.
+
+    Args:
+        samples: per input of ``config``: ``"zero"`` (``zero_data``: valid for token ids,
+            pixels, embeddings) or ``"random"`` (``random_data``), or ``bytes``, one element
+            of a BYTES input (an encoded image, a UTF-8 text), stored in the model's
+            ``warmup/`` folder in Triton's serialisation: a 4-byte little-endian length, then
+            the bytes.
+
+    Returns:
+        The files to write beside ``config.pbtxt`` (``write_model``'s ``extra``):
+        ``{"warmup/<input>": serialised bytes}``.
+
+    Raises:
+        ValueError: a sample for an input ``config`` does not have, an input without a
+            sample, or ``bytes`` for a non-BYTES input.
+    """
+    inputs = {i.name: i for i in config.input}
+    if set(samples) != set(inputs):
+        raise ValueError(f"{config.name}: warmup samples for {sorted(samples)}, inputs are {sorted(inputs)}")
+    sample, files = mc.ModelWarmup(name=f"{config.name}_warmup", batch_size=1), {}
+    for name, value in samples.items():
+        warm = sample.inputs[name]
+        warm.data_type, warm.dims[:] = inputs[name].data_type, inputs[name].dims
+        if isinstance(value, bytes):
+            if inputs[name].data_type != mc.TYPE_STRING:
+                raise ValueError(f"{config.name}: bytes warmup data for non-BYTES input {name}")
+            warm.input_data_file = name
+            files[f"warmup/{name}"] = len(value).to_bytes(4, "little") + value
+        elif value in ("zero", "random"):
+            setattr(warm, f"{value}_data", True)
+        else:
+            raise ValueError(f"{config.name}: warmup sample for {name} must be bytes, 'zero' or 'random'")
+    config.model_warmup.append(sample)
+    return files
+
+
 def to_text(config: mc.ModelConfig) -> str:
     """The ``config.pbtxt`` text of ``config``."""
     return text_format.MessageToString(config)
@@ -173,6 +213,7 @@ def write_model(repo: Path, config: mc.ModelConfig, files: dict[str, Path | byte
     for target_dir, entries in ((version_dir, files), (model_dir, extra)):
         for filename, content in entries.items():
             target = target_dir / filename
+            target.parent.mkdir(exist_ok=True)  # warmup/ samples
             if isinstance(content, Path):
                 shutil.copy2(content, target)
             elif isinstance(content, bytes):

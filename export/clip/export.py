@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
-from tritonlens.export.config import (Step, Tensor, ensemble_config, instance_kind,
+from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config, instance_kind,
                                       model_config, write_model)
 from tritonlens.export.core import ExportError, ExportOptions, save_graph
 from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters
@@ -80,6 +80,25 @@ class ClipExportOptions(ExportOptions):
     instance_count: int = 0
     prefix: str = "clip"
     text: bool | None = None
+
+
+# model_warmup samples (export/config.add_warmup): a text for clip_tokenize, and a small
+# PNG for clip_preprocess (decoded, resized and cropped as any client image is).
+WARMUP_TEXT = b"a photo of a cat"
+
+
+def warmup_image(width: int = 96, height: int = 64) -> bytes:
+    """A small RGB gradient PNG (``width`` x ``height`` pixels), clip_preprocess' warmup."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    x, y = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
+    pixels = np.stack([x, y, 255 - x], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def read_lines(path: str | os.PathLike, what: str) -> list[str]:
@@ -295,19 +314,21 @@ def export_clip(options: ClipExportOptions, repo: Path,
             config = model_config(model_name, backend, [inp], [out], max_batch_size=model_mbs,
                                   parameters=params, **batching)
             extra = {"labels.txt": labels_txt} if out.label_filename else {}
+            extra.update(add_warmup(config, {inp.name: "zero"}))  # valid pixels, token ids, embeddings
             write_model(repo, config, files, extra=extra)
 
     report(f"writing {name('preprocess')}, the ensembles" + (f" and {name('tokenize')}" if text else ""))
     preprocess_instances = 1 if options.profile == "low-memory" else max(1, min(2, os.cpu_count() or 1))
-    write_model(repo, model_config(
+    preprocess_config = model_config(
         name("preprocess"), "python", [Tensor("image", "bytes", (1,))], [pixels],
         max_batch_size=mbs, max_queue_delay_us=0, instance_count=preprocess_instances,
         parameters={"image_size": str(size), "resize_mode": cfg.get("resize_mode", "shortest"),
                     "interpolation": cfg.get("interpolation", "bicubic"),
                     "max_image_pixels": str(50_000_000), "max_image_bytes": str(64 << 20),
                     "apply_exif_orientation": "false", "tritonlens.family": "clip",
-                    "tritonlens.profile": options.profile}),
-        {"model.py": python_model_source("clip_preprocess")})
+                    "tritonlens.profile": options.profile})
+    write_model(repo, preprocess_config, {"model.py": python_model_source("clip_preprocess")},
+                extra=add_warmup(preprocess_config, {"image": warmup_image()}))
 
     image = Tensor("image", "bytes", (1,))
     embedding = Tensor("embedding", "fp32", (embed_dim,))
@@ -322,12 +343,13 @@ def export_clip(options: ClipExportOptions, repo: Path,
     write_model(repo, ensemble_config(name("embed_image"), [image], [embedding],
                                       [preprocess, encode], max_batch_size=mbs))
     if text:
-        write_model(repo, model_config(
+        tokenize_config = model_config(
             name("tokenize"), "python", [Tensor("text", "bytes", (1,))], [token_ids],
             max_batch_size=text_mbs, parameters={"model_name": options.model,
                                                  "context_length": str(context_length),
-                                                 "tritonlens.family": "clip"}),
-            {"model.py": python_model_source("clip_tokenize")})
+                                                 "tritonlens.family": "clip"})
+        write_model(repo, tokenize_config, {"model.py": python_model_source("clip_tokenize")},
+                    extra=add_warmup(tokenize_config, {"text": WARMUP_TEXT}))
         write_model(repo, ensemble_config(
             name("embed_text"), [Tensor("text", "bytes", (1,))], [embedding],
             [Step(name("tokenize"), {"text": "text"}, {"token_ids": "token_ids"}),
