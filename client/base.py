@@ -22,6 +22,12 @@ DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 # Triton's gRPC server expects restricted metadata keys with the prefix
 # "triton-grpc-protocol-" (Triton's kRestrictedProtocolHeaderTemplate).
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
+# Every request of a sequence carries its correlation ID in this header too (Triton reads it
+# from the request body; a proxy in front of several replicas routes on the header, so all
+# frames of a stream reach the replica that holds its state: serve/replicas.py).
+SEQUENCE_HEADER = "x-correlation-id"
+# tritonlens' proxy names the replica that served each response in this header.
+REPLICA_HEADER = "x-tritonlens-replica"
 
 
 def find_api_key(url: str) -> str | None:
@@ -153,15 +159,19 @@ class TritonClient:
         api_key: sent as the ``tritonlens-api-key`` header on every call (the restricted
             shared-memory / model-repository / logging / trace APIs need it); default
             :func:`find_api_key` for ``url``.
+        sequence_header: the header that carries a request's correlation ID (``sequence_id``)
+            besides the request body, for proxies that route a sequence to one replica;
+            None sends none.
     """
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 120.0,
-                 api_key: str | None = None):
+                 api_key: str | None = None, sequence_header: str | None = SEQUENCE_HEADER):
         self.protocol = protocol
         self.module, self._exception = _modules(protocol)
         self.url = host_port(url, protocol) if url else DEFAULT_URLS[protocol]
         self.timeout = timeout
         self.api_key = api_key or find_api_key(self.url)
+        self.sequence_header = sequence_header
         self._local = threading.local()
         self._max_batch_sizes: dict[str, int] = {}  # model -> max_batch_size, see max_batch_size()
 
@@ -286,6 +296,8 @@ class TritonClient:
             class_count: with > 0, ask Triton's classification extension for the top
                 ``class_count`` entries ("score:index:label") of every requested output.
             kwargs: passed to tritonclient's ``infer`` (sequence_id, sequence_start, ...).
+                A non-zero ``sequence_id`` is also sent in the :attr:`sequence_header`
+                header (merged into ``headers``; a caller's own value of it wins).
 
         Raises:
             ServerUnreachableError, InferenceError.
@@ -301,6 +313,9 @@ class TritonClient:
             infer_inputs.append(item)
         requested = [self.module.InferRequestedOutput(name, class_count=class_count)
                      for name in outputs] or None
+        sequence_id = kwargs.get("sequence_id")
+        if self.sequence_header and sequence_id not in (None, 0, ""):
+            kwargs["headers"] = {self.sequence_header: str(sequence_id), **(kwargs.get("headers") or {})}
         try:
             if self.protocol == "grpc":
                 kwargs.setdefault("client_timeout", self.timeout)

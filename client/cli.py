@@ -58,6 +58,16 @@ def serve(
         help="Key that the shared-memory, model-repository, logging and trace APIs require in "
              "the 'tritonlens-api-key' header (default: random per start, kept for tritonlens' "
              "clients in a 0600 file per port)")] = None,
+    replicas: Annotated[int, typer.Option(
+        min=1, help="Run N tritonserver replicas behind nginx, which sends every request of a "
+                    "sequence to one replica (hash on the x-correlation-id header); --http-port "
+                    "and --grpc-port are then nginx's")] = 1,
+    max_body_size: Annotated[str, typer.Option(
+        help="With --replicas: nginx's client_max_body_size, the largest request (nginx size "
+             "syntax, 0 = no bound)")] = "64m",
+    replica_logs: Annotated[Path | None, typer.Option(
+        help="With --replicas: folder for each replica's log and nginx's access/error logs "
+             "(default: a temporary folder removed at stop)")] = None,
 ) -> None:
     """Run a real tritonserver on a model repository until Ctrl-C, SIGTERM or SIGHUP.
 
@@ -67,9 +77,26 @@ def serve(
     The server dies with this command (even on SIGKILL); busy ports are named and refused.
     Further tritonserver flags pass through after `--`, e.g. `tritonlens serve --
     --metrics-config summary_latencies=true --response-cache-byte-size 1000000`.
+    With --replicas N: N servers on free loopback ports and nginx on the given ports.
     """
     from tritonlens.client.base import api_key_file
     from tritonlens.serve import ServerStartError, TritonServer
+
+    if replicas > 1:
+        from tritonlens.serve.launcher import ModelLoadError
+        from tritonlens.serve.replicas import ProxyNotFoundError, ProxySettings, ReplicaSet, serve_replicas
+
+        try:
+            replica_set = ReplicaSet(
+                repo, replicas, ProxySettings(host=host, grpc_port=grpc_port, http_port=http_port,
+                                              max_body_size=max_body_size),
+                log_dir=replica_logs, api_key=api_key, model_control_mode=model_control_mode,
+                load_models=load_model or [], log_verbose=log_verbose)
+            serve_replicas(replica_set, console.print)
+        except (FileNotFoundError, ValueError, ServerStartError, ModelLoadError, ProxyNotFoundError,
+                RuntimeError) as err:
+            fail(str(err))
+        return
 
     try:
         server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from tritonlens.client.base import InferenceError, TritonClient, TritonLensError
+from tritonlens.client.base import REPLICA_HEADER, InferenceError, TritonClient, TritonLensError
 
 ENSEMBLE = "sam2_track"
 OUTPUTS = ("object_ids", "masks", "mask_logits", "object_scores", "frame_index")
@@ -40,6 +40,16 @@ _TRITON_NO_SEQUENCE = "must specify the START flag"
 
 class StreamEvictedError(InferenceError):
     """A frame for a stream the server no longer holds; start the stream again."""
+
+
+class StreamReplicaLostError(StreamEvictedError):
+    """Behind a proxy in front of several replicas: the replica that held the stream's state
+    stopped (or failed during the frame), so the state is lost; start the stream again."""
+
+
+class StreamMisroutedError(StreamEvictedError):
+    """Behind a proxy in front of several replicas: the frame carried no correlation-ID
+    header, so the proxy sent it to a replica that does not hold the stream."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +183,54 @@ def new_sequence_id() -> int:
 
 
 class Sam2VideoClient(TritonClient):
-    """Client of the ``sam2_track`` ensemble (see :class:`TritonClient` for url/protocol)."""
+    """Client of the ``sam2_track`` ensemble (see :class:`TritonClient` for url/protocol).
+
+    Every frame carries the stream's correlation ID in the ``x-correlation-id`` header
+    (:attr:`TritonClient.sequence_header`), so a proxy in front of several replicas
+    (``tritonlens serve --replicas N``) sends all frames of a stream to one replica. Behind
+    tritonlens' proxy the client notes which replica took a stream's START (the proxy names
+    it in the ``x-tritonlens-replica`` response header), so a frame refused because that
+    replica stopped gets :class:`StreamReplicaLostError` naming it.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._behind_proxy: bool | None = None  # learnt from the first probe
+        self._stream_replicas: dict[str, str] = {}  # correlation ID -> replica of its START
+        self._probe_channel = None
+
+    def replica_for(self, sequence_id: int | str | None) -> str | None:
+        """The replica (``host:port``) that tritonlens' proxy sends requests of
+        ``sequence_id`` to now (None: no sequence header, round robin), found with a health
+        request carrying the sequence header; None when the server is not behind
+        tritonlens' proxy or does not answer."""
+        if self._behind_proxy is False:
+            return None
+        headers = {self.sequence_header: str(sequence_id)} \
+            if self.sequence_header and sequence_id not in (None, 0, "") else {}
+        try:
+            if self.protocol == "grpc":
+                import grpc
+                from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+                if self._probe_channel is None:
+                    self._probe_channel = grpc.insecure_channel(self.url)
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(self._probe_channel)
+                _, call = stub.ServerReady.with_call(service_pb2.ServerReadyRequest(),
+                                                     metadata=list(headers.items()), timeout=10)
+                replica = dict(call.initial_metadata()).get(REPLICA_HEADER)
+            else:
+                import urllib.request
+
+                request = urllib.request.Request(f"http://{self.url}/v2/health/ready", headers=headers)
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    replica = response.headers.get(REPLICA_HEADER)
+        except Exception:  # noqa: BLE001 - only improves a message
+            return None
+        if self._behind_proxy is None:
+            self._behind_proxy = replica is not None
+        # "a, b": nginx tried a first and it failed; b answered.
+        return replica.split(",")[-1].strip() if replica else None
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = (),
               class_count: int = 0, **kwargs):
@@ -183,6 +240,10 @@ class Sam2VideoClient(TritonClient):
 
         Raises:
             ValueError: a bad sequence ID.
+            StreamReplicaLostError: behind tritonlens' proxy, the replica that took the
+                stream's START stopped, before or during this frame.
+            StreamMisroutedError: behind a proxy, the frame reached a replica that does not
+                hold the stream because this client sends no sequence header.
             StreamEvictedError: Triton does not know the stream (evicted when idle, or the
                 server restarted).
             InferenceError, ServerUnreachableError: as :meth:`TritonClient.infer`.
@@ -190,18 +251,58 @@ class Sam2VideoClient(TritonClient):
         sequence_id = kwargs.get("sequence_id")
         if sequence_id not in (None, 0, ""):
             kwargs["sequence_id"] = wire_sequence_id(sequence_id, self.protocol)
+        key = str(kwargs.get("sequence_id"))
         try:
-            return super().infer(model, inputs, outputs, class_count, **kwargs)
-        except InferenceError as err:
-            if _TRITON_NO_SEQUENCE not in str(err) or kwargs.get("sequence_start"):
+            result = super().infer(model, inputs, outputs, class_count, **kwargs)
+        except TritonLensError as err:
+            if sequence_id in (None, 0, ""):
                 raise
-            idle, restart = self._tracker_facts(model)
-            reloaded = (f", or its state was lost when the tracker's {restart}" if restart
-                        else "")
-            raise StreamEvictedError(
-                f"{model}: stream {sequence_id} is not known to the server: it was evicted "
-                f"after {idle} idle{reloaded}, or the server restarted; start the stream again "
-                f"(send a frame with the START flag)") from None
+            refused = isinstance(err, InferenceError) and _TRITON_NO_SEQUENCE in str(err)
+            held = self._stream_replicas.get(key)
+            if held and (refused or not isinstance(err, InferenceError) or _proxy_failed(str(err))):
+                now = self.replica_for(kwargs["sequence_id"])
+                if now and now != held:
+                    self._stream_replicas.pop(key, None)
+                    during = "" if refused else f"; this frame failed with: {err}"
+                    raise StreamReplicaLostError(
+                        f"{model}: stream {sequence_id}: stream state lost on replica {held} (it "
+                        f"stopped; the proxy at {self.url} now sends the stream to replica {now}, "
+                        f"which does not hold it{during}); start the stream again (send a frame "
+                        f"with the START flag)", getattr(err, "status", None)) from None
+            if not refused or kwargs.get("sequence_start"):
+                raise
+            self._stream_replicas.pop(key, None)
+            self._refused_stream(model, sequence_id, err)
+        if sequence_id not in (None, 0, ""):
+            if kwargs.get("sequence_end"):
+                self._stream_replicas.pop(key, None)
+            elif kwargs.get("sequence_start") and self.sequence_header:
+                replica = self.replica_for(kwargs["sequence_id"])  # None unless behind the proxy
+                if replica:
+                    self._stream_replicas[key] = replica
+        return result
+
+    def _refused_stream(self, model: str, sequence_id, err: InferenceError):
+        """Raise the error for a non-START frame Triton refused ("must specify the START
+        flag") that is not a lost replica's: the frame was sent without the sequence header
+        through a proxy, or the stream was evicted / the server restarted."""
+        now = self.replica_for(sequence_id if self.sequence_header else None)
+        if self._behind_proxy and not self.sequence_header:
+            raise StreamMisroutedError(
+                f"{model}: stream {sequence_id} is not known to the replica this frame reached "
+                f"behind the proxy at {self.url}: this client sends no correlation-ID header "
+                f"(sequence_header=None), so the proxy spreads a stream's frames over its "
+                f"replicas; every request of a stream must carry its correlation ID in the "
+                f"x-correlation-id header (tritonclient: headers={{'x-correlation-id': ID}}), "
+                f"then start the stream again", err.status) from None
+        idle, restart = self._tracker_facts(model)
+        reloaded = (f", or its state was lost when the tracker's {restart}" if restart
+                    else "")
+        where = f"replica {now} behind the proxy at {self.url}" if now else "the server"
+        raise StreamEvictedError(
+            f"{model}: stream {sequence_id} is not known to {where}: it was evicted "
+            f"after {idle} idle{reloaded}, or the server restarted; start the stream again "
+            f"(send a frame with the START flag)", err.status) from None
 
     def _tracker_facts(self, model: str) -> tuple[str, str]:
         """(idle limit, last stub restart) of the tracker behind ``model``, for messages:
@@ -316,3 +417,10 @@ def _lookahead(items: Iterator) -> Iterator[tuple[object, bool]]:
         yield current, False
         current = following
     yield current, True
+
+
+def _proxy_failed(message: str) -> bool:
+    """Whether ``message`` is a proxy's answer that the replica behind it failed (nginx's
+    502 Bad Gateway / 504 Gateway Timeout; gRPC reports them as "Received http2 header with
+    status: 502")."""
+    return any(code in message for code in ("502", "504", "Bad Gateway", "Gateway Time"))
