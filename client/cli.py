@@ -91,7 +91,8 @@ def serve(
                 repo, replicas, ProxySettings(host=host, grpc_port=grpc_port, http_port=http_port,
                                               max_body_size=max_body_size),
                 log_dir=replica_logs, api_key=api_key, model_control_mode=model_control_mode,
-                load_models=load_model or [], log_verbose=log_verbose)
+                load_models=load_model or [], log_verbose=log_verbose,
+                extra_args=[arg for arg in ctx.args if arg != "--"])
             serve_replicas(replica_set, console.print)
         except (FileNotFoundError, ValueError, ServerStartError, ModelLoadError, ProxyNotFoundError,
                 RuntimeError) as err:
