@@ -245,7 +245,6 @@ def run_bench(options: BenchOptions) -> Path:
     """
     from tritonlens.client.demo import write_sample_photos
     from tritonlens.serve import TritonServer
-    from tritonlens.serve.launcher import find_triton
 
     options = options.resolved()
     started = time.time()
@@ -277,6 +276,7 @@ def run_bench(options: BenchOptions) -> Path:
             time.sleep(0.5)
         served = sorted(m["name"] for m in server.repository_index() if m.get("state") == "READY")
         failed = server.model_failures()
+        server_version = server.metadata()["version"]
         chosen, uncovered = scenarios.scenarios_for(served, options.models)
         if uncovered:
             log(f"WARNING: served models without a scenario: {', '.join(uncovered)}")
@@ -293,7 +293,7 @@ def run_bench(options: BenchOptions) -> Path:
                  "load_average_before_baselines": [round(x, 2) for x in load_before],
                  "load_average_at_end": [round(x, 2) for x in psutil.getloadavg()]},
         "host": describe_host(),
-        "versions": versions(tool.version(), find_triton().version),
+        "versions": versions(tool.version(), server_version),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
         "export": {**export, "repository": str(repo)},
         "configs": report.read_configs(repo, served),

@@ -87,10 +87,6 @@ class TritonInstall:
     stub: Path  # triton_python_backend_stub for this interpreter's major.minor
     caches: Path
 
-    @property
-    def version(self) -> str:
-        return "2.51.0"
-
 
 def find_triton() -> TritonInstall:
     """Locate the Triton server inside the installed ``nvidia-pytriton`` wheel.
@@ -544,6 +540,12 @@ class TritonServer:
         req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}",
                                      method="POST", headers={API_KEY_HEADER: self.api_key})
         with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def metadata(self) -> dict:
+        """Triton's server metadata (``GET /v2``): ``name``, ``version`` (the running
+        server's own, e.g. "2.51.0") and ``extensions``."""
+        with urllib.request.urlopen(f"http://{self.http_url}/v2", timeout=10) as resp:
             return json.loads(resp.read())
 
     def model_failures(self) -> dict[str, str]:

@@ -151,7 +151,6 @@ class _StreamState:
     objects: "OrderedDict[int, _ObjectState]" = field(default_factory=OrderedDict)
     next_frame: int = 0
     last_seen: float = 0.0
-    frame_size: tuple[int, int] | None = None
 
 
 def parse_prompts(coords: np.ndarray | None, labels: np.ndarray | None,
@@ -408,7 +407,6 @@ class StreamingTracker:
             self._prune(obj, t)
         state.next_frame = t + 1
         state.last_seen = time.monotonic()
-        state.frame_size = (height, width)
         video_np = video.cpu().numpy()
         return FrameResult(t, np.asarray(order, dtype=np.int32), video_np,
                            video_np > MASK_THRESHOLD, object_scores.cpu().numpy())

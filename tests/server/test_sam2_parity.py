@@ -1,7 +1,7 @@
 """SAM 2 through Triton equals sam2's SAM2ImagePredictor in-process, on real photos.
 
 Same weights on both sides (the session's seeded checkpoint, loaded through build_sam2).
-Tolerances (from the issue): mask IoU >= 0.99 for every returned mask, predicted IoU scores
+Tolerances: mask IoU >= 0.99 for every returned mask, predicted IoU scores
 within 1e-3, low-res logits within 1e-3.
 """
 

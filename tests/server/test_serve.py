@@ -64,3 +64,21 @@ def test_server_serves_other_models_when_one_fails(tmp_path):
         failures = server.model_failures()
         assert "deliberately broken" in failures["identity_like"]
         assert not server.is_ready()  # strict readiness: a failed model means not ready
+
+
+def test_server_version_is_read_from_the_server(server):
+    """The version the launcher reports is the running server's own (Triton's server
+    metadata), the one any stock client reads."""
+    import re
+
+    import tritonclient.http as httpclient
+
+    metadata = server.metadata()
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        stock = client.get_server_metadata()
+    finally:
+        client.close()
+    assert metadata["name"] == stock["name"] == "triton"
+    assert metadata["version"] == stock["version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", metadata["version"])

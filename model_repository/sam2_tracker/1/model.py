@@ -35,7 +35,7 @@ import triton_python_backend_utils as pb_utils
 
 from tritonlens.serve.errors import response_for_exception
 from tritonlens.serve.model_config import read_model_config
-from tritonlens.serve.sam2 import StreamingTracker, TrackerError, build_video_model, parse_prompts
+from tritonlens.serve.sam2 import StreamingTracker, build_video_model, parse_prompts
 
 OUTPUTS = ("object_ids", "masks", "mask_logits", "object_scores", "frame_index")
 
@@ -93,9 +93,6 @@ class TritonPythonModel:
         stream = request.correlation_id()
         start = bool(_optional(request, "START").reshape(-1)[0])
         end = bool(_optional(request, "END").reshape(-1)[0])
-        ready = _optional(request, "READY")
-        if ready is not None and not bool(ready.reshape(-1)[0]):
-            raise TrackerError("padding slot (READY=0)")
         embedding = torch.from_numpy(_optional(request, "image_embedding").copy())
         high_res_0 = torch.from_numpy(_optional(request, "high_res_feats_0").copy())
         high_res_1 = torch.from_numpy(_optional(request, "high_res_feats_1").copy())
