@@ -229,10 +229,11 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     sam, weights = load_sam2(options.config, options.checkpoint, options.image_size, options.seed)
     size, embed = options.image_size, options.image_size // 16
     low_res = 4 * embed
-    # Instances x threads must not oversubscribe the host's cores.
-    threads = options.threads or max(1, (os.cpu_count() or 1) // options.instance_count)
     formats = _formats(options.fmt, options.precision, options.profile)
     video = options.video if options.video is not None else options.profile != "low-memory"
+    # Instances x threads (and the video tracker's) must not oversubscribe the host's cores.
+    from tritonlens.export.sam2.tracker import encoder_threads
+    threads = options.threads or encoder_threads(options.instance_count, video)
     common = {"tritonlens.family": "sam2", "tritonlens.config": options.config,
               "tritonlens.weights": weights, "tritonlens.image_size": str(size),
               "tritonlens.precision": "fp32", "tritonlens.profile": options.profile,

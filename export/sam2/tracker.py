@@ -17,7 +17,6 @@ sam2_track         ensemble frame bytes + optional prompts -> per-object masks (
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +52,11 @@ class TrackerExportOptions:
         max_streams: streams with state at once; the tracker refuses a START beyond it with
             a message naming the limit (Triton's ``max_candidate_sequences`` is
             ``CANDIDATE_FACTOR`` times larger, so nothing waits in Triton's queue).
-        threads: torch intra-op threads of the tracker.
+        threads: torch intra-op threads of the tracker (0: half the cores the serving
+            process may use, ``shared_cores(2)``, at least 1; the tracker and the image
+            encoder run at the same time on different streams' frames, and threads beyond
+            the cores make OpenMP wait on descheduled siblings, see
+            ``tritonlens.serve.resources``).
         compile: ``torch.compile`` the tracker's modules and mark CUDA-graph steps (GPU hosts).
         tracker: the tracker model's name; ensemble: the ensemble's name (tests export a
             second pair with a short idle limit).
@@ -68,6 +71,22 @@ class TrackerExportOptions:
     instance_kind: str = "KIND_CPU"
     tracker: str = "sam2_tracker"
     ensemble: str = "sam2_track"
+
+
+def encoder_threads(instances: int, video: bool) -> int:
+    """Intra-op threads per image-encoder instance when the export's ``threads`` is 0.
+
+    The usable cores (``os.sched_getaffinity``) are split between the encoder's instances;
+    with the video tracker, half of them are left to the tracker, which runs one stream's
+    frame while the encoder runs other streams' frames. More threads than cores make
+    OpenMP threads wait on descheduled siblings (figures in ``tritonlens.serve.resources``;
+    streams served side by side: ``python -m tritonlens.bench.streams``). The cost: one
+    image encodes on half the cores when nothing else runs.
+    """
+    from tritonlens.serve import resources
+
+    share = resources.shared_cores(2) if video else resources.usable_cores()
+    return max(1, share // max(1, instances))
 
 
 def sequence_batching(idle_us: int, max_streams: int) -> mc.ModelSequenceBatching:
@@ -142,7 +161,9 @@ def export_sam2_tracker(sam: torch.nn.Module, repo: Path, options: TrackerExport
     encoder_config = parse_config(repo / ENCODER / "config.pbtxt")
     encoder_outputs = [o.name for o in encoder_config.output]
     common = {**(parameters or {}), "image_size": str(options.image_size)}
-    threads = options.threads or os.cpu_count() or 1
+    # 0: the tracker takes half the cores it finds when it loads (the serving host's, which
+    # may not be this one); the image encoder works beside it on other streams' frames.
+    threads = max(0, int(options.threads))
 
     frame = Tensor("image", "bytes", (1,))
     s = options.image_size

@@ -29,13 +29,18 @@ is INVALID_ARG (``tritonlens.serve.errors``).
 
 import threading
 
-import numpy as np
-import torch
-import triton_python_backend_utils as pb_utils
+from tritonlens.serve.resources import passive_openmp, release_freed_memory, shared_cores
 
-from tritonlens.serve.errors import response_for_exception
-from tritonlens.serve.model_config import read_model_config
-from tritonlens.serve.sam2 import StreamingTracker, build_video_model, parse_prompts
+passive_openmp()  # before torch loads libgomp: see tritonlens.serve.resources
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from tritonlens.serve.errors import response_for_exception  # noqa: E402
+from tritonlens.serve.model_config import read_model_config  # noqa: E402
+from tritonlens.serve.sam2 import (StreamingTracker, build_video_model,  # noqa: E402
+                                   parse_prompts)
 
 OUTPUTS = ("object_ids", "masks", "mask_logits", "object_scores", "frame_index")
 
@@ -50,7 +55,10 @@ class TritonPythonModel:
         spec = read_model_config(args["model_config"])
         params = spec.parameters
         self.name = spec.name
-        torch.set_num_threads(int(params.get("threads", "1")))
+        # "0" (or a config written before the parameter): half the usable cores, the other
+        # half being the image encoder's (tritonlens.export.sam2.tracker.encoder_threads).
+        threads = int(params.get("threads", "0") or 0) or shared_cores(2)
+        torch.set_num_threads(threads)
         weights = f"{args['model_repository']}/{args['model_version']}/{params['weights_file']}"
         device = "cpu"
         if args.get("model_instance_kind") == "GPU":  # the GPU Triton gave this instance
@@ -65,6 +73,7 @@ class TritonPythonModel:
         self.tracker = StreamingTracker(model, compile=params.get("compile", "false") == "true",
                                         max_streams=max_streams, idle_seconds=self.idle_s)
         self.tracker.warm_up()
+        release_freed_memory()  # what building the model freed (see tritonlens.serve.resources)
         self.weights_note = params.get("tritonlens.weights", "")
         self.lock = threading.Lock()
         self.stop = threading.Event()

@@ -23,6 +23,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 import triton_python_backend_utils as pb_utils
 
 from tritonlens.serve.batching import execute_requests, read_model_config
+from tritonlens.serve.resources import release_freed_memory
 
 
 class TritonPythonModel:
@@ -51,6 +52,9 @@ class TritonPythonModel:
             device = int(args.get("model_instance_device_id", 0))
             providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
         self.session = ort.InferenceSession(path, options, providers=providers)
+        # The parsed graph and pre-packed weights' originals are freed by now, but glibc
+        # keeps the pages: about 200 MB per ViT-B-32 image-encoder instance.
+        release_freed_memory()
         self.output_names = [o.name for o in self.spec.outputs]
         logger = pb_utils.Logger
         logger.log_info(f"{self.spec.name}: onnxruntime {ort.__version__} on "

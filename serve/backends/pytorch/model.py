@@ -13,11 +13,15 @@ Config parameters honoured, named as the native pytorch backend names them:
 
 import os
 
-import numpy as np
-import torch
+from tritonlens.serve.resources import passive_openmp, release_freed_memory
+
+passive_openmp()  # before torch loads libgomp: see tritonlens.serve.resources
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils
 
-from tritonlens.serve.batching import execute_requests, read_model_config
+from tritonlens.serve.batching import execute_requests, read_model_config  # noqa: E402
 
 
 class TritonPythonModel:
@@ -45,6 +49,7 @@ class TritonPythonModel:
         path = os.path.join(args["model_repository"], args["model_version"],
                             self.spec.default_model_filename or "model.pt")
         self.module = torch.jit.load(path, map_location=self.device).eval()
+        release_freed_memory()  # what loading the file freed (see tritonlens.serve.resources)
         self.input_names = [i.name for i in self.spec.inputs]
         self.output_names = [o.name for o in self.spec.outputs]
         pb_utils.Logger.log_info(f"{self.spec.name}: torch {torch.__version__} TorchScript on "
