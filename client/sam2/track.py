@@ -263,7 +263,7 @@ class Sam2VideoClient(TritonClient):
                 now = self.replica_for(kwargs["sequence_id"])
                 if now and now != held:
                     self._stream_replicas.pop(key, None)
-                    during = "" if refused else f"; this frame failed with: {err}"
+                    during = "" if refused else f"; this frame failed: {_failure(str(err))}"
                     raise StreamReplicaLostError(
                         f"{model}: stream {sequence_id}: stream state lost on replica {held} (it "
                         f"stopped; the proxy at {self.url} now sends the stream to replica {now}, "
@@ -424,3 +424,12 @@ def _proxy_failed(message: str) -> bool:
     502 Bad Gateway / 504 Gateway Timeout; gRPC reports them as "Received http2 header with
     status: 502")."""
     return any(code in message for code in ("502", "504", "Bad Gateway", "Gateway Time"))
+
+
+def _failure(message: str) -> str:
+    """A frame's failure for the lost-stream message: the proxy's status when it answered
+    502/504 (its HTML body left out), else the client's message."""
+    for code, text in (("502", "502 Bad Gateway"), ("504", "504 Gateway Timeout")):
+        if code in message:
+            return f"the proxy answered {text}"
+    return message
