@@ -150,3 +150,18 @@ class ClipTokenizer:
             result[row, :len(tokens)] = tokens
         return result
 
+
+
+def tokenizer_for(model_name: str, context_length: int):
+    """What ``clip_tokenize`` tokenizes with: texts -> INT64 numpy [N, context_length].
+
+    :class:`ClipTokenizer` (no torch) for models on open_clip's SimpleTokenizer
+    (:func:`uses_simple_tokenizer`); open_clip's own ``get_tokenizer`` otherwise (imports
+    torch, Hugging Face / SigLIP tokenizers).
+    """
+    if uses_simple_tokenizer(model_name):
+        return ClipTokenizer(context_length)
+    import open_clip
+
+    tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length)
+    return lambda texts: tokenizer(texts).numpy().astype(np.int64)

@@ -43,3 +43,29 @@ def response_for_exception(pb_utils, prefix: str, err: BaseException):
     if isinstance(err, ValueError):
         return error_response(pb_utils, f"{prefix}: {err}")
     return error_response(pb_utils, f"{prefix}: {type(err).__name__}: {err}", invalid_argument=False)
+
+
+def input_array(pb_utils, request, name: str):
+    """The numpy array of ``request``'s input ``name``, or None when the request omits it
+    (an optional input)."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def respond_each(pb_utils, requests, model: str, handle) -> list:
+    """What a Python-backend model's ``execute`` returns: one response per request, in order.
+
+    ``handle(request)`` returns the request's outputs (output name -> numpy array); an
+    exception it raises fails only that request (:func:`response_for_exception` with
+    ``model`` as the prefix: a ``ValueError`` / ``RequestError`` is INVALID_ARG, anything
+    else INTERNAL), and the other requests of the batch are answered.
+    """
+    responses = []
+    for request in requests:
+        try:
+            outputs = handle(request)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor(name, array) for name, array in outputs.items()]))
+        except Exception as err:  # one bad request must not fail the others
+            responses.append(response_for_exception(pb_utils, model, err))
+    return responses

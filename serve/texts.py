@@ -38,3 +38,18 @@ def decode_text(data: bytes, max_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise RequestError(f"text is not UTF-8: {err}") from None
+
+
+def decode_texts(items, max_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> list[str]:
+    """A request's texts (UTF-8 bytes each) -> str, each bounded as :func:`decode_text`.
+
+    Raises:
+        RequestError: naming the first refused text, "text <index> of the request: <why>".
+    """
+    texts = []
+    for index, data in enumerate(items):
+        try:
+            texts.append(decode_text(bytes(data), max_bytes))
+        except RequestError as err:
+            raise RequestError(f"text {index} of the request: {err}") from None
+    return texts

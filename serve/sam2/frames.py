@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tritonlens.serve.images import ImageError, decode
+from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, decode
 
 # load_video_frames' defaults (sam2/utils/misc.py): ImageNet mean and std.
 IMG_MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +29,8 @@ class FrameError(ImageError):
     """An encoded frame that cannot be decoded; the message is meant for the client."""
 
 
-def decode_frame(data: bytes, max_bytes: int = 64 << 20, max_pixels: int = 50_000_000) -> Image.Image:
+def decode_frame(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Encoded JPEG/PNG/WebP bytes -> an RGB PIL image (``tritonlens.serve.images.decode``).
 
     Raises:
@@ -54,8 +55,8 @@ def frame_pixels(image: Image.Image, size: int) -> torch.Tensor:
     return x
 
 
-def preprocess_frame(data: bytes, size: int, max_bytes: int = 64 << 20,
-                     max_pixels: int = 50_000_000) -> tuple[np.ndarray, np.ndarray]:
+def preprocess_frame(data: bytes, size: int, max_bytes: int = DEFAULT_MAX_BYTES,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """What ``sam2_frame_preprocess`` does with one frame: JPEG/PNG/WebP bytes ->
     (float32 [1, 3, size, size] as :func:`frame_pixels`, int32 [2] (height, width)).
 

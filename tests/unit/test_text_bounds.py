@@ -10,7 +10,8 @@ import open_clip
 import pytest
 
 from tritonlens.serve.errors import RequestError
-from tritonlens.serve.texts import DEFAULT_MAX_TEXT_BYTES, decode_text
+from tritonlens.serve.clip_tokenizer import ClipTokenizer, tokenizer_for
+from tritonlens.serve.texts import DEFAULT_MAX_TEXT_BYTES, decode_text, decode_texts
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +61,17 @@ def test_worst_case_work_at_the_bound_is_small(tokenizer):
     start = time.perf_counter()
     tokenizer([decode_text(word.encode())])
     assert time.perf_counter() - start < 3.0  # 0.5 s measured on a quiet 2-core host
+
+
+def test_a_request_of_texts_names_the_refused_one(tokenizer):
+    texts = ["a photo of a cat", "Grüße, 東京", "x" * 10]
+    decoded = decode_texts([t.encode() for t in texts])
+    assert decoded == texts
+    # clip_tokenize's tokenizer for ViT-S-32 is the torch-free one, with open_clip's tokens.
+    tokenize = tokenizer_for("ViT-S-32", 77)
+    assert isinstance(tokenize, ClipTokenizer)
+    np.testing.assert_array_equal(tokenize(decoded), tokenizer(decoded).numpy())
+    with pytest.raises(RequestError, match="text 1 of the request: text is not UTF-8"):
+        decode_texts([b"fine", b"\xff\xfe", b"x" * 5000])
+    with pytest.raises(RequestError, match="text 2 of the request: text is 5000 bytes"):
+        decode_texts([b"fine", b"ok", b"x" * 5000])

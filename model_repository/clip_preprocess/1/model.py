@@ -24,8 +24,7 @@ header: the shortest-side resize would otherwise build an S x (S * ratio) interm
 import triton_python_backend_utils as pb_utils
 
 from tritonlens.serve.clip_preprocess import ClipPreprocess
-from tritonlens.serve.errors import error_response
-from tritonlens.serve.images import ImageError
+from tritonlens.serve.errors import input_array, respond_each
 from tritonlens.serve.model_config import read_model_config
 
 
@@ -33,14 +32,9 @@ class TritonPythonModel:
     def initialize(self, args):
         self.preprocess = ClipPreprocess.from_config(read_model_config(args["model_config"]))
 
+    def _handle(self, request):
+        images = input_array(pb_utils, request, "image").reshape(-1)
+        return {"pixels": self.preprocess(bytes(item) for item in images)}
+
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            images = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
-            try:
-                pixels = self.preprocess(bytes(item) for item in images.reshape(-1))
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor("pixels", pixels)]))
-            except ImageError as err:
-                responses.append(error_response(pb_utils, f"clip_preprocess: {err}"))
-        return responses
+        return respond_each(pb_utils, requests, "clip_preprocess", self._handle)

@@ -21,49 +21,23 @@ Config parameters: ``model_name`` (an open_clip architecture name), ``context_le
 ``max_text_bytes`` (optional).
 """
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tritonlens.serve.clip_tokenizer import ClipTokenizer, uses_simple_tokenizer
-from tritonlens.serve.errors import RequestError, error_response
+from tritonlens.serve.clip_tokenizer import tokenizer_for
+from tritonlens.serve.errors import input_array, respond_each
 from tritonlens.serve.model_config import read_model_config
-from tritonlens.serve.texts import DEFAULT_MAX_TEXT_BYTES, decode_text
-
-
-def open_clip_tokenizer(model_name: str, context_length: int):
-    """open_clip's own tokenizer for models ClipTokenizer does not cover (imports torch):
-    texts -> INT64 numpy [N, context_length]."""
-    import open_clip
-
-    tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length)
-    return lambda texts: tokenizer(texts).numpy().astype(np.int64)
+from tritonlens.serve.texts import DEFAULT_MAX_TEXT_BYTES, decode_texts
 
 
 class TritonPythonModel:
     def initialize(self, args):
         spec = read_model_config(args["model_config"])
-        self.context_length = spec.integer("context_length")
         self.max_text_bytes = spec.integer("max_text_bytes", DEFAULT_MAX_TEXT_BYTES)
-        model_name = spec.text("model_name")
-        if uses_simple_tokenizer(model_name):
-            self.tokenizer = ClipTokenizer(self.context_length)
-        else:
-            self.tokenizer = open_clip_tokenizer(model_name, self.context_length)
+        self.tokenizer = tokenizer_for(spec.text("model_name"), spec.integer("context_length"))
+
+    def _handle(self, request):
+        texts = decode_texts(input_array(pb_utils, request, "text").reshape(-1), self.max_text_bytes)
+        return {"token_ids": self.tokenizer(texts)}
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            texts = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
-            try:
-                decoded = []
-                for index, text in enumerate(texts):
-                    try:
-                        decoded.append(decode_text(bytes(text), self.max_text_bytes))
-                    except RequestError as err:
-                        raise RequestError(f"text {index} of the request: {err}") from None
-                ids = self.tokenizer(decoded)
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor("token_ids", ids)]))
-            except RequestError as err:
-                responses.append(error_response(pb_utils, f"clip_tokenize: {err}"))
-        return responses
+        return respond_each(pb_utils, requests, "clip_tokenize", self._handle)

@@ -14,8 +14,8 @@ fails only its own request, as INVALID_ARG (gRPC INVALID_ARGUMENT / HTTP 400).
 import torch
 import triton_python_backend_utils as pb_utils
 
-from tritonlens.serve.errors import error_response
-from tritonlens.serve.images import ImageError
+from tritonlens.serve.errors import input_array, respond_each
+from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from tritonlens.serve.model_config import read_model_config
 from tritonlens.serve.sam2.frames import preprocess_frame
 from tritonlens.serve.sam2.preprocess import one_item
@@ -25,19 +25,14 @@ class TritonPythonModel:
     def initialize(self, args):
         spec = read_model_config(args["model_config"])
         self.size = spec.integer("image_size")
-        self.max_bytes = spec.integer("max_image_bytes", 64 << 20)
-        self.max_pixels = spec.integer("max_image_pixels", 50_000_000)
+        self.max_bytes = spec.integer("max_image_bytes", DEFAULT_MAX_BYTES)
+        self.max_pixels = spec.integer("max_image_pixels", DEFAULT_MAX_PIXELS)
         torch.set_num_threads(1)
 
+    def _handle(self, request):
+        data = one_item(input_array(pb_utils, request, "image"), "frame")
+        pixels, orig_size = preprocess_frame(data, self.size, self.max_bytes, self.max_pixels)
+        return {"pixels": pixels, "orig_size": orig_size}
+
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            data = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
-            try:
-                pixels, size = preprocess_frame(one_item(data, "frame"), self.size,
-                                                self.max_bytes, self.max_pixels)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("pixels", pixels), pb_utils.Tensor("orig_size", size)]))
-            except ImageError as err:
-                responses.append(error_response(pb_utils, f"sam2_frame_preprocess: {err}"))
-        return responses
+        return respond_each(pb_utils, requests, "sam2_frame_preprocess", self._handle)

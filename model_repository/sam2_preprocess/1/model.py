@@ -21,8 +21,7 @@ goes straight to S x S (a 20000x1 PNG costs what a photo costs, 0.2 s at S = 102
 import torch
 import triton_python_backend_utils as pb_utils
 
-from tritonlens.serve.errors import error_response
-from tritonlens.serve.images import ImageError
+from tritonlens.serve.errors import input_array, respond_each
 from tritonlens.serve.model_config import read_model_config
 from tritonlens.serve.sam2.preprocess import Sam2Preprocess, one_item
 
@@ -32,14 +31,9 @@ class TritonPythonModel:
         self.preprocess = Sam2Preprocess.from_config(read_model_config(args["model_config"]))
         torch.set_num_threads(1)
 
+    def _handle(self, request):
+        pixels, orig_size = self.preprocess(one_item(input_array(pb_utils, request, "image")))
+        return {"pixels": pixels, "orig_size": orig_size}
+
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            images = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
-            try:
-                pixels, orig_size = self.preprocess(one_item(images, "image"))
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("pixels", pixels), pb_utils.Tensor("orig_size", orig_size)]))
-            except ImageError as err:
-                responses.append(error_response(pb_utils, f"sam2_preprocess: {err}"))
-        return responses
+        return respond_each(pb_utils, requests, "sam2_preprocess", self._handle)

@@ -25,7 +25,7 @@ where SAM 2 puts it. Refusals are INVALID_ARG (``tritonlens.serve.errors``).
 
 import triton_python_backend_utils as pb_utils
 
-from tritonlens.serve.errors import response_for_exception
+from tritonlens.serve.errors import input_array, respond_each
 from tritonlens.serve.model_config import read_model_config
 from tritonlens.serve.sam2.prompts import decoder_prompt
 
@@ -36,21 +36,9 @@ class TritonPythonModel:
     def initialize(self, args):
         self.mask_size = read_model_config(args["model_config"]).integer("mask_input_size")
 
-    def _check(self, request):
-        given = {}
-        for name in INPUTS:
-            tensor = pb_utils.get_input_tensor_by_name(request, name)
-            given[name] = None if tensor is None else tensor.as_numpy()
-        checked = decoder_prompt(given["point_coords"], given["point_labels"],
-                                 given["orig_size"], given["multimask_output"],
-                                 given["mask_input"], self.mask_size)
-        return [pb_utils.Tensor(name, array) for name, array in checked.items()]
+    def _handle(self, request):
+        given = [input_array(pb_utils, request, name) for name in INPUTS]
+        return decoder_prompt(*given, self.mask_size)
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(pb_utils.InferenceResponse(output_tensors=self._check(request)))
-            except Exception as err:  # one bad request must not fail the others
-                responses.append(response_for_exception(pb_utils, "sam2_prompts", err))
-        return responses
+        return respond_each(pb_utils, requests, "sam2_prompts", self._handle)
