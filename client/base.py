@@ -13,21 +13,16 @@ from typing import Sequence
 
 import numpy as np
 
-from tritonlens.serve.api_key import API_KEY_ENV, API_KEY_HEADER, api_key_file  # noqa: F401
+from tritonlens.serve.headers import (API_KEY_ENV, API_KEY_HEADER, REPLICA_HEADER,  # noqa: F401
+                                      SEQUENCE_HEADER, api_key_file)
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 # The restricted APIs of a server started by `tritonlens serve` (shared memory, model
-# repository, logging, trace) need the API_KEY_HEADER header (tritonlens.serve.api_key);
+# repository, logging, trace) need the API_KEY_HEADER header (tritonlens.serve.headers);
 # Triton's gRPC server expects restricted metadata keys with the prefix
 # "triton-grpc-protocol-" (Triton's kRestrictedProtocolHeaderTemplate).
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
-# Every request of a sequence carries its correlation ID in this header too (Triton reads it
-# from the request body; a proxy in front of several replicas routes on the header, so all
-# frames of a stream reach the replica that holds its state: serve/replicas.py).
-SEQUENCE_HEADER = "x-correlation-id"
-# tritonlens' proxy names the replica that served each response in this header.
-REPLICA_HEADER = "x-tritonlens-replica"
 
 
 def find_api_key(url: str) -> str | None:

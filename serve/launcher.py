@@ -50,7 +50,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tritonlens.serve.api_key import API_KEY_ENV, API_KEY_HEADER, api_key_file
+from tritonlens.serve.headers import API_KEY_ENV, API_KEY_HEADER, api_key_file
 
 BACKENDS_SOURCE = Path(__file__).parent / "backends"
 PYTHON_BASED_BACKENDS = ("onnxruntime", "pytorch")

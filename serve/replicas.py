@@ -2,7 +2,7 @@
 --replicas N``).
 
 Triton is single-node: a sequence's state (a SAM 2 tracker stream) lives in the one replica
-that received its START. nginx routes on the :data:`~tritonlens.client.base.SEQUENCE_HEADER`
+that received its START. nginx routes on the :data:`~tritonlens.serve.headers.SEQUENCE_HEADER`
 header (``x-correlation-id``), which tritonlens' clients send on every request of a
 sequence, with ``hash $http_x_correlation_id consistent``: every frame of a stream reaches
 the same replica, and a replica that stops only moves its own streams. Requests without the
@@ -14,7 +14,7 @@ The proxy config comes from ``serve/nginx/tritonlens.conf.template`` (:func:`ren
 nginx runs in the foreground with its own prefix, pid, temp and log files in a folder of
 its own, and logs one JSON line per request with the replica that served it
 (``upstream``) and the correlation ID. Each response names its replica in the
-:data:`~tritonlens.client.base.REPLICA_HEADER` header.
+:data:`~tritonlens.serve.headers.REPLICA_HEADER` header.
 
 Facts this relies on (checked with Debian 12's nginx 1.22 and two tritonserver 2.51 on
 loopback): without the header a stream's frames are spread over the replicas and Triton
@@ -42,7 +42,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tritonlens.client.base import API_KEY_ENV, SEQUENCE_HEADER, api_key_file
+from tritonlens.serve.headers import API_KEY_ENV, SEQUENCE_HEADER, api_key_file
 from tritonlens.serve.launcher import (ServerStartError, TritonServer, _write_private, check_port_free,
                                        die_with_parent, free_port)
 
