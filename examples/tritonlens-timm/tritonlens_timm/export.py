@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from tritonlens.export.config import Step, Tensor, ensemble_config, model_config, write_model
+from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from tritonlens_timm import MODEL_REPOSITORY
 from tritonlens_timm.transform import EvalTransform
 
@@ -187,8 +188,8 @@ def export_timm(options: TimmExportOptions, repo: Path,
     report(f"writing {name('preprocess')} and the ensembles")
     write_model(repo, model_config(
         name("preprocess"), "python", [image], [pixels], instance_count=1,
-        parameters={**common, **transform.parameters(), "max_image_bytes": str(64 << 20),
-                    "max_image_pixels": str(50_000_000)}, **batching),
+        parameters={**common, **transform.parameters(), "max_image_bytes": str(DEFAULT_MAX_BYTES),
+                    "max_image_pixels": str(DEFAULT_MAX_PIXELS)}, **batching),
         {"model.py": MODEL_REPOSITORY / "timm_preprocess" / "1" / "model.py"})
     preprocess = Step(name("preprocess"), {"image": "image"}, {"pixels": "pixels"})
     write_model(repo, ensemble_config(

@@ -13,20 +13,20 @@ fails only its own request (gRPC INVALID_ARGUMENT / HTTP 400) with the reason.
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tritonlens.serve.batching import read_model_config
 from tritonlens.serve.errors import error_response
-from tritonlens.serve.images import DEFAULT_MAX_ASPECT_RATIO, ImageError, decode
+from tritonlens.serve.images import (DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS,
+                                     ImageError, decode)
+from tritonlens.serve.model_config import read_model_config
 from tritonlens_timm.transform import EvalTransform
 
 
 class TritonPythonModel:
     def initialize(self, args):
         self.spec = read_model_config(args["model_config"])
-        params = self.spec.parameters
-        self.transform = EvalTransform.from_parameters(params)
-        self.max_bytes = int(params.get("max_image_bytes", 64 * 1024 * 1024))
-        self.max_pixels = int(params.get("max_image_pixels", 50_000_000))
-        self.max_aspect_ratio = float(params.get("max_image_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO))
+        self.transform = EvalTransform.from_parameters(self.spec.parameters)
+        self.max_bytes = self.spec.integer("max_image_bytes", DEFAULT_MAX_BYTES)
+        self.max_pixels = self.spec.integer("max_image_pixels", DEFAULT_MAX_PIXELS)
+        self.max_aspect_ratio = self.spec.number("max_image_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO)
 
     def execute(self, requests):
         responses = []
