@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tritonlens.bench.perf_analyzer import PerfAnalyzerError
+from tritonlens.client.base import TritonLensError
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -90,3 +91,33 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def perf(
+    ctx: typer.Context,
+    tools_dir: Annotated[Path, typer.Option(help="Where perf_analyzer's own venv is (created on "
+                                                 "first use)")] = Path(".tools"),
+) -> None:
+    """Run Triton's perf_analyzer 2.51 with every further flag passed through unchanged.
+
+    Example: tritonlens perf -m clip_embed_text -u localhost:8001 -i grpc --concurrency-range 1:4
+
+    perf_analyzer (from tritonclient[all]==2.51.0) lives in its own venv under --tools-dir
+    and needs two libraries from the server wheel on LD_LIBRARY_PATH; this command sets that
+    up and adds the API-key header for --shared-memory (a restricted API on `tritonlens
+    serve`). `tritonlens perf --version` prints its version; `tritonlens perf -- -h` its help.
+    """
+    import subprocess
+
+    from tritonlens.bench.perf_analyzer import ensure_perf_analyzer, passthrough_command
+
+    try:
+        tool = ensure_perf_analyzer(tools_dir, log=lambda line: typer.echo(line))
+    except PerfAnalyzerError as err:
+        raise TritonLensError(str(err)) from err
+    args = [arg for arg in ctx.args if arg != "--"]
+    raise typer.Exit(subprocess.call(passthrough_command(tool, args), env=tool.environment()))
+
+
+# client/cli.py registers a command with the typer context settings it carries.
+perf.context_settings = {"allow_extra_args": True, "ignore_unknown_options": True}

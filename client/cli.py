@@ -6,6 +6,7 @@
     tritonlens classify / embed    the clip plugin's commands (more come from plugins)
     tritonlens demo                the whole path on real photos, start to finish
     tritonlens bench               perf_analyzer load tests beside in-process baselines
+    tritonlens perf                perf_analyzer itself, every flag passed through
 
 Model families are plugins (entry-point group ``tritonlens.plugins``): each adds
 ``tritonlens export <family>`` and its own commands.
@@ -231,34 +232,6 @@ def status(url: Url = None, protocol: Protocol = "http",
                   f"({memory.available / 2**30:.1f} GiB available)")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def perf(
-    ctx: typer.Context,
-    tools_dir: Annotated[Path, typer.Option(help="Where perf_analyzer's own venv is (created on "
-                                                 "first use)")] = Path(".tools"),
-) -> None:
-    """Run Triton's perf_analyzer 2.51 with every further flag passed through unchanged.
-
-    Example: tritonlens perf -m clip_embed_text -u localhost:8001 -i grpc --concurrency-range 1:4
-
-    perf_analyzer (from tritonclient[all]==2.51.0) lives in its own venv under --tools-dir
-    and needs two libraries from the server wheel on LD_LIBRARY_PATH; this command sets that
-    up and adds the API-key header for --shared-memory (a restricted API on `tritonlens
-    serve`). `tritonlens perf --version` prints its version; `tritonlens perf -- -h` its help.
-    """
-    import subprocess
-
-    from tritonlens.bench.perf_analyzer import (PerfAnalyzerError, ensure_perf_analyzer,
-                                                passthrough_command)
-
-    try:
-        tool = ensure_perf_analyzer(tools_dir, log=lambda line: console.print(line, highlight=False))
-    except PerfAnalyzerError as err:
-        fail(str(err))
-    args = [arg for arg in ctx.args if arg != "--"]
-    raise typer.Exit(subprocess.call(passthrough_command(tool, args), env=tool.environment()))
-
-
 @app.command()
 def demo(
     repo: Repo = Path("build/demo_repository"),
@@ -289,8 +262,8 @@ def demo(
 def main() -> None:
     """Entry point of the ``tritonlens`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name, command in load_commands().items():  # tritonlens bench, ...
-        app.command(name)(command)
+    for name, command in load_commands().items():  # tritonlens bench, perf, ...
+        app.command(name, context_settings=getattr(command, "context_settings", None))(command)
     for plugin in load_plugins().values():
         export_app.command(plugin.name)(plugin.export)
         for name, command in plugin.commands.items():
