@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import resource
-import time
 
 import pytest
 from PIL import Image
@@ -22,14 +21,16 @@ def encoded(size: tuple[int, int], fmt: str, mode: str = "RGB") -> bytes:
 @pytest.mark.parametrize("size", [(20000, 1), (1, 20000), (10100, 100)])
 def test_extreme_aspect_ratio_is_refused_from_the_header(size):
     """A few-byte 20000x1 PNG used to cost 15-19 s and 4 GiB in CLIP's shortest-side resize;
-    now it is refused before decoding, in milliseconds and without memory growth."""
+    now it is refused before decoding, without memory growth. The same file cut after its
+    header is refused with the same message: only the header was read."""
     data = encoded(size, "PNG")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
     with pytest.raises(ImageError, match=r"aspect ratio over the limit of 100:1"):
         decode(data, max_aspect_ratio=DEFAULT_MAX_ASPECT_RATIO)
-    assert time.perf_counter() - start < 0.5
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 50 * 1024  # KiB
+    header_only = data[:data.index(b"IDAT") + 4]  # every chunk before the pixel data
+    with pytest.raises(ImageError, match=r"aspect ratio over the limit of 100:1"):
+        decode(header_only, max_aspect_ratio=DEFAULT_MAX_ASPECT_RATIO)
 
 
 @pytest.mark.parametrize("size", [(10000, 100), (100, 10000), (640, 480)])

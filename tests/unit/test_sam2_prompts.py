@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -100,16 +99,15 @@ def test_limits():
 
 
 def test_a_huge_request_is_refused_at_once():
-    """[20000, 2] points (the request that crashed the server) is refused before any
-    per-point work."""
-    coords = np.full((20000, 2), 5.0, np.float32)
-    labels = np.ones(20000, np.int32)
-    start = time.perf_counter()
+    """[20000, 2] points (the request that crashed the server) is refused by its count,
+    before any per-point check: the points are out of bounds and NaN too, and the count
+    is what the error names."""
+    coords = np.full((20000, 2), np.nan, np.float32)
+    labels = np.full(20000, 7, np.int32)  # not a valid label either
     with pytest.raises(PromptError, match="20000 points in one request"):
         image_prompt(coords, labels, SIZE)
     with pytest.raises(PromptError, match="20000 points in one request"):
         group_prompts(coords, labels, None, SIZE)
-    assert time.perf_counter() - start < 0.05
 
 
 def test_validator_imports_without_torch():

@@ -20,12 +20,12 @@ def tokenizer():
 
 
 def test_ten_megabyte_text_is_refused_at_once():
-    """10 MB held open_clip's tokenizer for 14 s in-process (114 s seen through the server)."""
-    data = ("a photo of a cat " * 700_000).encode()[:10_000_000]
-    start = time.perf_counter()
+    """10 MB held open_clip's tokenizer for 14 s in-process (114 s seen through the server);
+    it is refused by its length, before UTF-8 decoding (the invalid byte at the end is not
+    what the error names)."""
+    data = ("a photo of a cat " * 700_000).encode()[:10_000_000 - 1] + b"\xff"
     with pytest.raises(RequestError, match="10000000 bytes, over the limit of 2048 bytes"):
         decode_text(data)
-    assert time.perf_counter() - start < 0.1
 
 
 def test_bound_is_in_bytes_not_characters():
@@ -54,13 +54,22 @@ def test_within_the_bound_tokens_equal_open_clip(tokenizer, text):
     np.testing.assert_array_equal(ours, tokenizer([text]).numpy())
 
 
-def test_worst_case_work_at_the_bound_is_small(tokenizer):
-    """One 2048-letter word (quadratic BPE) is the slowest text the bound admits."""
+def test_worst_case_text_at_the_bound(tokenizer):
+    """One 2048-letter word (quadratic BPE) is the slowest text the bound admits: the served
+    tokenizer gives open_clip's tokens for it; both times are printed (``pytest -s``), a
+    figure, not a pass/fail bound (0.5 s for open_clip on a quiet 2-core host)."""
     rng = np.random.default_rng(0)
     word = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), DEFAULT_MAX_TEXT_BYTES))
+    text = decode_text(word.encode())
     start = time.perf_counter()
-    tokenizer([decode_text(word.encode())])
-    assert time.perf_counter() - start < 3.0  # 0.5 s measured on a quiet 2-core host
+    expected = tokenizer([text]).numpy()
+    reference_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ours = ClipTokenizer()([text])
+    served_s = time.perf_counter() - start
+    np.testing.assert_array_equal(ours, expected)
+    print(f"2048-letter word: open_clip {reference_s * 1e3:.0f} ms, served tokenizer "
+          f"{served_s * 1e3:.0f} ms")
 
 
 def test_a_request_of_texts_names_the_refused_one(tokenizer):
