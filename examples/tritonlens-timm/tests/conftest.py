@@ -14,6 +14,7 @@ import torch
 
 # prefix -> timm architecture; both exports share the repository and the server.
 ARCHITECTURES = {"timm": "test_vit", "timm_eff": "test_efficientnet"}
+INT8_PREFIX = "timm_int8"  # test_vit with the "timm" checkpoint, int8 weights, low-memory
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +61,10 @@ def timm_repo(tmp_path_factory, timm_checkpoints) -> Path:
     for prefix, name in ARCHITECTURES.items():
         export_timm(TimmExportOptions(model=name, checkpoint=str(timm_checkpoints[prefix]),
                                       prefix=prefix, max_batch_size=8), repo)
+    # The core's variants come with its options base: test_vit again, int8 and low-memory.
+    export_timm(TimmExportOptions(model=ARCHITECTURES["timm"], prefix=INT8_PREFIX, max_batch_size=8,
+                                  checkpoint=str(timm_checkpoints["timm"]), precision="int8",
+                                  profile="low-memory"), repo)
     return repo
 
 

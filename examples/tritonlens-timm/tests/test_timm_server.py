@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ARCHITECTURES
+from conftest import ARCHITECTURES, INT8_PREFIX
 from tritonlens.client.base import InferenceError, TritonClient
 from tritonlens.client.common import bytes_tensor
 from tritonlens_timm.client import TimmClient
@@ -56,6 +56,27 @@ def test_served_pixels_embeddings_and_top_k_are_timms(timm_server, timm_referenc
         for label in result.labels:
             assert label.score == pytest.approx(float(expected[label.index]), rel=1e-3, abs=1e-6)
             assert label.label == names.index_to_description(label.index)
+
+
+def test_int8_low_memory_export_agrees_with_fp32(timm_server, timm_repo, timm_references,
+                                                timm_photos):
+    """The export core's int8 weights (u8 per channel, exact on every CPU's kernels) and
+    low-memory profile reach a plugin through its options: memory-mapped external data,
+    the int8 format in the config, embeddings close to timm's fp32 ones."""
+    from tritonlens.export.onnx_variants import host_isa
+
+    model_dir = timm_repo / f"{INT8_PREFIX}_model" / "1"
+    assert (model_dir / "model.onnx.data").is_file()
+    config = (timm_repo / f"{INT8_PREFIX}_model" / "config.pbtxt").read_text()
+    assert "tritonlens.int8_format" in config and "enable_mem_arena" in config
+    client = TimmClient(timm_server.grpc_url, prefix=INT8_PREFIX)
+    cosines = []
+    for photo, embedding in zip(timm_photos, client.embed(timm_photos)):
+        expected = reference(timm_references, "timm", photo)[1]
+        cosines.append(float(np.dot(embedding, expected)
+                             / (np.linalg.norm(embedding) * np.linalg.norm(expected))))
+    print(f"timm test_vit int8 vs fp32 cosine min {min(cosines):.5f} ({host_isa()})")
+    assert min(cosines) > 0.99, (cosines, host_isa())
 
 
 def test_bad_image_fails_alone(timm_server, timm_photos):

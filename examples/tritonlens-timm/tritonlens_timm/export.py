@@ -11,8 +11,10 @@ timm_classify    ensemble    image bytes -> probabilities (``class_count=k``: to
 timm_embed       ensemble    image bytes -> embedding
 ================ =========== ============================================================
 
-Built only on tritonlens' public export helpers (``tritonlens.export.config``: configs
-through Triton's schema, ``write_model``).
+Built only on tritonlens' public export core: ``tritonlens.export.core`` (the options base
+every family shares, ``ExportError``, ``save_graph`` with the int8 and low-memory variants),
+``tritonlens.export.onnx_variants`` (their config parameters) and ``tritonlens.export.config``
+(configs through Triton's schema, ``write_model``).
 """
 
 from __future__ import annotations
@@ -22,23 +24,24 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 
-from tritonlens.export.config import Step, Tensor, ensemble_config, model_config, write_model
+from tritonlens.export.config import (Step, Tensor, ensemble_config, instance_kind, model_config,
+                                      write_model)
+from tritonlens.export.core import ExportError, ExportOptions, save_graph
+from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters
 from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from tritonlens_timm import MODEL_REPOSITORY
 from tritonlens_timm.transform import EvalTransform
 
 
-class ExportError(ValueError):
-    """The export cannot be done as asked; the message names the option and the fix."""
-
-
 @dataclass
-class TimmExportOptions:
-    """What ``tritonlens export timm`` was asked to do.
+class TimmExportOptions(ExportOptions):
+    """What ``tritonlens export timm`` was asked to do: the options every family takes
+    (``ExportOptions``: max batch size, instances, threads, seed, opset, precision, profile,
+    device) and these.
 
     Attributes:
         model: a timm architecture name (``timm.list_models()``), e.g. resnet18.
@@ -48,21 +51,16 @@ class TimmExportOptions:
         labels: class names in output order; None: timm's ImageNet class names for the
             model's label set (``infer_imagenet_subset``), else the export asks for them.
             With labels, the classifier has ``len(labels)`` outputs.
-        max_batch_size: largest batch Triton forms.
-        instances: instances of ``timm_model``; threads: intra-op threads per instance
-            (0: the host's cores / instances).
         prefix: model names are ``<prefix>_preprocess`` ..., so exports can share a repository.
     """
+
+    FORMATS: ClassVar[tuple[str, ...]] = ("onnx",)
+    PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "int8")
 
     model: str = "resnet18"
     checkpoint: str | None = None
     labels: list[str] | None = None
     max_batch_size: int = 16
-    instances: int = 1
-    threads: int = 0
-    max_queue_delay_us: int = 2000
-    seed: int = 0
-    opset: int = 17
     prefix: str = "timm"
 
 
@@ -139,10 +137,9 @@ def export_timm(options: TimmExportOptions, repo: Path,
     """
     import timm.data
 
+    options.check()
     if not options.prefix.isidentifier():
         raise ExportError(f"--prefix must be letters, digits and underscores, not {options.prefix!r}")
-    if options.max_batch_size < 1:
-        raise ExportError("--max-batch-size must be at least 1")
     if options.labels is not None and len(set(options.labels)) != len(options.labels):
         raise ExportError("the labels file names a class more than once")
     report(f"loading {options.model} ({options.checkpoint or 'random weights'})")
@@ -156,10 +153,12 @@ def export_timm(options: TimmExportOptions, repo: Path,
     labels = options.labels or imagenet_labels(model)
 
     name = lambda part: f"{options.prefix}_{part}"  # noqa: E731
-    instances = max(1, options.instances)
+    instances = max(1, options.instance_count)
     threads = options.threads or max(1, (os.cpu_count() or 1) // instances)
     common = {"tritonlens.family": "timm", "tritonlens.model_name": options.model,
               "tritonlens.weights": weights}
+    graph_parameters = {**common, **onnxruntime_parameters(options.profile, instances, threads),
+                        **precision_parameters(options.precision)}
     image = Tensor("image", "bytes", (1,))
     pixels = Tensor("pixels", "uint8", (transform.height, transform.width, 3))
     embedding = Tensor("embedding", "fp32", (int(model.num_features),))
@@ -169,21 +168,21 @@ def export_timm(options: TimmExportOptions, repo: Path,
                     max_queue_delay_us=options.max_queue_delay_us)
     repo.mkdir(parents=True, exist_ok=True)
 
-    report(f"exporting {name('model')} (onnx, {transform.height}x{transform.width})")
+    report(f"exporting {name('model')} (onnx {options.precision} {options.profile}, "
+           f"{transform.height}x{transform.width})")
     graph = TimmGraph(model, config["mean"], config["std"]).eval()
     example = torch.zeros(2, transform.height, transform.width, 3, dtype=torch.uint8)
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), warnings.catch_warnings():
         # timm's shape checks are constants for a fixed input size: tracing them is right.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        onnx_file = Path(tmp) / "model.onnx"
-        torch.onnx.export(graph, (example,), str(onnx_file), input_names=["pixels"],
-                          output_names=["embedding", "probabilities"], opset_version=options.opset,
-                          dynamo=False, dynamic_axes={t: {0: "batch"} for t in
-                                                      ("pixels", "embedding", "probabilities")})
+        files = save_graph(graph, (example,), ("pixels",), ("embedding", "probabilities"),
+                           {t: {0: "batch"} for t in ("pixels", "embedding", "probabilities")},
+                           "onnx", options.opset, Path(tmp), precision=options.precision,
+                           profile=options.profile)
         write_model(repo, model_config(
             name("model"), "onnxruntime", [pixels], [embedding, probabilities],
-            instance_count=instances, parameters={**common, "intra_op_thread_count": str(threads)},
-            **batching), {"model.onnx": onnx_file}, extra={"labels.txt": labels_txt})
+            instance_count=instances, instance_kind=instance_kind(options.device),
+            parameters=graph_parameters, **batching), files, extra={"labels.txt": labels_txt})
 
     report(f"writing {name('preprocess')} and the ensembles")
     write_model(repo, model_config(

@@ -41,6 +41,11 @@ def export(
     max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms")] = 16,
     instances: Annotated[int, typer.Option(help="Instances of timm_model")] = 1,
     threads: Annotated[int, typer.Option(help="Intra-op threads per instance, 0 = cores / instances")] = 0,
+    precision: Annotated[str, typer.Option(
+        help="fp32, or int8 (onnxruntime dynamic quantization of the weights, CPU hosts)")] = "fp32",
+    profile: Annotated[str, typer.Option(
+        help="default, or low-memory (weights memory-mapped, arena off)")] = "default",
+    device: Annotated[str, typer.Option(help="cpu or gpu: the instance group's kind")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed for random initialisation (--checkpoint none)")] = 0,
     prefix: Annotated[str, typer.Option(help="Model-name prefix, to serve several exports")] = "timm",
 ) -> None:
@@ -63,8 +68,9 @@ def export(
             except (OSError, UnicodeDecodeError) as err:
                 raise ExportError(f"--labels {labels}: {getattr(err, 'strerror', None) or err}")
         options = TimmExportOptions(model=model, checkpoint=checkpoint, labels=names,
-                                    max_batch_size=max_batch_size, instances=instances,
-                                    threads=threads, seed=seed, prefix=prefix)
+                                    max_batch_size=max_batch_size, instance_count=instances,
+                                    threads=threads, seed=seed, prefix=prefix,
+                                    precision=precision, profile=profile, device=device)
         run_export("timm", export_timm, options, repo)
     except ExportError as err:
         fail(str(err))
