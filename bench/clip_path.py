@@ -47,14 +47,15 @@ def model_stats(client, models: list[str]) -> dict[str, dict]:
         if not rows:
             continue
         infer = rows[0].get("inference_stats", {})
+        batch_stats = rows[0].get("batch_stats", [])
         out[name] = {"requests": int(infer.get("success", {}).get("count", 0)),
                      "executions": int(rows[0].get("execution_count", 0)),
                      "queue": int(infer.get("queue", {}).get("ns", 0)),
                      # per execution (a batch counted once), not per request
-                     **{k: sum(int(b.get(k, {}).get("ns", 0)) for b in rows[0].get("batch_stats", []))
+                     **{k: sum(int(b.get(k, {}).get("ns", 0)) for b in batch_stats)
                         for k in ("compute_input", "compute_infer", "compute_output")},
                      "batches": {int(b["batch_size"]): int(b["compute_infer"]["count"])
-                                 for b in rows[0].get("batch_stats", [])}}
+                                 for b in batch_stats}}
     return out
 
 
@@ -70,7 +71,7 @@ def print_stats(before: dict, after: dict, images: int) -> None:
         queue = d["queue"] / max(1, d["requests"]) / 1e6
         print(f"| {name} | {d['requests']} | {d['executions']} | {queue:.1f} | "
               f"{per('compute_input'):.2f} | {per('compute_infer'):.1f} | "
-              f"{per('compute_output'):.2f} | { {k: v for k, v in sorted(batches.items()) if v} } |")
+              f"{per('compute_output'):.2f} | {dict(sorted(b for b in batches.items() if b[1]))} |")
 
 
 def main() -> None:
@@ -81,6 +82,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=128, help="photos per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--batch-sizes", default="0",
+                        help="photos per client request, comma-separated, each measured "
+                             "--rounds times (0: the server's max batch size)")
+    parser.add_argument("--pa-concurrency", type=int, default=None,
+                        help="perf_analyzer's concurrency (default: --concurrency)")
     parser.add_argument("--perf-analyzer", action="store_true")
     args = parser.parse_args()
 
@@ -144,17 +150,19 @@ def main() -> None:
                       if (repo / m).is_dir()]
             batch = [data[i % len(data)] for i in range(args.images)]
             served = []
-            for _ in range(args.rounds):
-                before = model_stats(client, models)
-                cpu0, t0 = sum(psutil.Process().cpu_times()[:2]), time.perf_counter()
-                client.probabilities(batch, concurrency=args.concurrency)
-                elapsed = time.perf_counter() - t0
-                cpu = sum(psutil.Process().cpu_times()[:2]) - cpu0
-                served.append(len(batch) / elapsed)
-                print(f"clip_classify, Python client ({args.concurrency} in flight): "
-                      f"{served[-1]:.1f} img/s = {served[-1] / raw:.2f}x the raw encoder; client "
-                      f"CPU {cpu / len(batch) * 1e3:.1f} ms/img; load {load_average()}")
-            print_stats(before, model_stats(client, models), len(batch))
+            for chunk in [int(b) or None for b in args.batch_sizes.split(",")]:
+                for _ in range(args.rounds):
+                    before = model_stats(client, models)
+                    cpu0, t0 = sum(psutil.Process().cpu_times()[:2]), time.perf_counter()
+                    client.probabilities(batch, concurrency=args.concurrency, batch_size=chunk)
+                    elapsed = time.perf_counter() - t0
+                    cpu = sum(psutil.Process().cpu_times()[:2]) - cpu0
+                    served.append(len(batch) / elapsed)
+                    print(f"clip_classify, Python client ({args.concurrency} in flight, "
+                          f"{chunk or 'max batch size'} photos per request): "
+                          f"{served[-1]:.1f} img/s = {served[-1] / raw:.2f}x the raw encoder; "
+                          f"client CPU {cpu / len(batch) * 1e3:.1f} ms/img; load {load_average()}")
+                print_stats(before, model_stats(client, models), len(batch))
             if args.perf_analyzer:
                 from tritonlens.bench.perf_analyzer import (Measurement, PerfPoint,
                                                             ensure_perf_analyzer, run_point,
@@ -164,15 +172,16 @@ def main() -> None:
                 inputs = write_input_data(tmp / "inputs.json", [[{"image": [b]} for b in data]])
                 before = model_stats(client, models)
                 children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                pa_concurrency = args.pa_concurrency or args.concurrency
                 point = run_point(tool, PerfPoint("clip_classify", "grpc", "none",
-                                                  args.concurrency),
+                                                  pa_concurrency),
                                   server.grpc_url.split("//")[-1], inputs, tmp / "pa",
                                   Measurement(5000, 25, 6))
                 used = resource.getrusage(resource.RUSAGE_CHILDREN)
                 after = model_stats(client, models)
                 done = after["clip_preprocess"]["requests"] - before["clip_preprocess"]["requests"]
                 cpu = (used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime)
-                print(f"\nclip_classify, perf_analyzer (concurrency {args.concurrency}, one "
+                print(f"\nclip_classify, perf_analyzer (concurrency {pa_concurrency}, one "
                       f"photo per request): {point.throughput:.1f} img/s = "
                       f"{point.throughput / raw:.2f}x the raw encoder; p50 {point.p50_ms:.0f} ms; "
                       f"perf_analyzer CPU {cpu / max(1, done) * 1e3:.1f} ms/img "

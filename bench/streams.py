@@ -189,7 +189,8 @@ def main() -> None:
             finally:
                 del os.environ["OMP_WAIT_POLICY"]
             print()
-        run(repo, args.frames, counts, args.profile, tmp, f"after ({repo}): " if args.before else "")
+        label = f"after ({repo}): " if args.before else ""
+        run(repo, args.frames, counts, args.profile, tmp, label)
 
 
 if __name__ == "__main__":
