@@ -97,3 +97,22 @@ def test_save_graph(tmp_path, fmt, precision, profile, files):
         (got,) = session.run(None, {"x": x.numpy()})
     assert got.shape == (5, 8)  # the batch axis is dynamic
     np.testing.assert_allclose(got, expected, atol=0.05 if precision == "int8" else 1e-5)
+
+
+def test_automatic_instances_give_the_text_encoder_one_instance_with_every_core(monkeypatch):
+    """Default CPU export: two image-tower instances of cores / 2 threads, one text encoder
+    with all the cores (one copy of its weights less); explicit counts apply to both."""
+    from tritonlens.export.clip.export import (AUTO_INSTANCES_REASON, TEXT_INSTANCES_REASON,
+                                               engine_settings)
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    options = ClipExportOptions(labels=["a"])
+    image, text = engine_settings(options, "image"), engine_settings(options, "text")
+    assert image[:2] == (2, 2) and image[2]["intra_op_thread_count"] == "2"
+    assert text[:2] == (1, 4) and text[2]["intra_op_thread_count"] == "4"
+    assert image[2]["tritonlens.instances_reason"] == AUTO_INSTANCES_REASON
+    assert text[2]["tritonlens.instances_reason"] == TEXT_INSTANCES_REASON
+    explicit = ClipExportOptions(labels=["a"], instance_count=3, threads=1)
+    assert engine_settings(explicit, "image")[:2] == engine_settings(explicit, "text")[:2] == (3, 1)
+    low_memory = ClipExportOptions(labels=["a"], profile="low-memory")
+    assert engine_settings(low_memory, "text")[:2] == (1, 4)
