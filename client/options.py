@@ -122,6 +122,34 @@ def classification_table(result, title: str) -> Table:
     return table
 
 
+def classify_command(client, images: list[Path], top_k: int, concurrency: int, as_json: bool,
+                     expand: Callable[[list[Path]], list[Path]] = list) -> None:
+    """The body of every family's ``classify`` command: check ``--top-k`` and
+    ``--concurrency``, ``expand`` the arguments into files (e.g. folders into their images),
+    check that ``client.classify_model`` is ready, warn about random weights, then
+    :func:`print_classifications` with ``client.classify(image, top_k)``.
+
+    Raises:
+        typer.Exit: 1 when an option, the server or any image failed (each named on stderr).
+    """
+    from tritonlens.client.base import TritonLensError
+
+    if top_k < 1:
+        fail(f"--top-k must be at least 1, not {top_k}")
+    if concurrency < 1:
+        fail(f"--concurrency must be at least 1, not {concurrency}")
+    try:
+        files = expand(images)
+        client.check_ready(client.classify_model)
+        weights = client.weights()
+    except TritonLensError as err:
+        fail(str(err))
+    warn_random_weights(weights)
+    if print_classifications(files, lambda image: client.classify(image, top_k), concurrency,
+                             as_json, weights):
+        raise typer.Exit(1)
+
+
 def print_classifications(files: list[Path], classify: Callable, concurrency: int,
                           as_json: bool, weights: str) -> int:
     """Run ``classify(file)`` (a family client's top-k call) over ``files``, ``concurrency``

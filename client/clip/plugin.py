@@ -15,7 +15,7 @@ from tritonlens.client.base import TritonLensError
 from tritonlens.client.clip import ClipClient
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_output_path,
                                        check_protocol, console, err_console, fail,
-                                       print_classifications, run_export, warn_random_weights)
+                                       classify_command, run_export, warn_random_weights)
 from tritonlens.client.plugins import Plugin, builtin_python_models
 
 CLIP_MODELS = ("clip_preprocess", "clip_image_encoder", "clip_tokenize", "clip_text_encoder",
@@ -142,22 +142,8 @@ def classify(
     them; results are printed in input order as they arrive. A bad image fails alone, with
     the server's reason; the exit code is 1 if any did.
     """
-    if top_k < 1:
-        fail(f"--top-k must be at least 1, not {top_k}")
-    if concurrency < 1:
-        fail(f"--concurrency must be at least 1, not {concurrency}")
     client = ClipClient(url, check_protocol(protocol), prefix=prefix)
-    try:
-        files = expand_images(images)
-        client.check_ready(client.classify_model)
-        weights = client.weights()
-    except TritonLensError as err:
-        fail(str(err))
-    warn_random_weights(weights)
-    failed = print_classifications(files, lambda image: client.classify(image, top_k),
-                                   concurrency, as_json, weights)
-    if failed:
-        raise typer.Exit(1)
+    classify_command(client, images, top_k, concurrency, as_json, expand=expand_images)
 
 
 def embed(

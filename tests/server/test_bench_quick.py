@@ -16,7 +16,7 @@ import pytest
 from tritonlens.bench.run import BenchOptions, run_bench
 from tritonlens.bench.scenarios import all_scenarios
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

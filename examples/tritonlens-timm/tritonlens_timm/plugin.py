@@ -19,7 +19,7 @@ from tritonlens.client.base import TritonLensError
 from tritonlens.client.common import map_concurrent
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_output_path,
                                        check_protocol, classification_table, console, err_console,
-                                       fail, print_classifications, run_export, warn_random_weights)
+                                       classify_command, fail, run_export, warn_random_weights)
 from tritonlens.client.plugins import BenchInputs, Demo, Plugin, Scenario, Streams
 from tritonlens_timm import MODEL_REPOSITORY
 from tritonlens_timm.client import TimmClient
@@ -89,19 +89,8 @@ def classify(
 
     A bad image fails alone, with the server's reason; the exit code is 1 if any did.
     """
-    if top_k < 1 or concurrency < 1:
-        fail("--top-k and --concurrency must be at least 1")
-    client = TimmClient(url, check_protocol(protocol), prefix=prefix)
-    try:
-        client.check_ready(client.classify_model)
-        weights = client.weights()
-    except TritonLensError as err:
-        fail(str(err))
-    warn_random_weights(weights)
-    failed = print_classifications(images, lambda image: client.classify(image, top_k),
-                                   concurrency, as_json, weights)
-    if failed:
-        raise typer.Exit(1)
+    classify_command(TimmClient(url, check_protocol(protocol), prefix=prefix), images, top_k,
+                     concurrency, as_json)
 
 
 def embed(
