@@ -90,7 +90,8 @@ def _b64decode(text: bytes, what: str) -> bytes:
 
 def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
            apply_exif_orientation: bool = False,
-           max_aspect_ratio: float | None = None) -> Image.Image:
+           max_aspect_ratio: float | None = None,
+           draft: tuple[int, int] | None = None) -> Image.Image:
     """Decode one JPEG, PNG or WebP file's bytes into a loaded Pillow image (mode unchanged).
 
     ``data`` may also be that file as base64 text (a data URL or plain base64, see
@@ -101,6 +102,12 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DE
             shorter side (None: no bound). Set by models that resize the shorter side to a
             fixed size (CLIP, ``DEFAULT_MAX_ASPECT_RATIO``), where the intermediate image
             grows with the ratio; SAM 2 resizes straight to S x S and needs no bound.
+        draft: (width, height): decode a JPEG with libjpeg's DCT scaling (1/2, 1/4 or 1/8,
+            Pillow's ``Image.draft``) to the smallest scale whose width and height are both
+            at least these; other formats, and JPEGs too small to scale, decode at full
+            size. The pixels then differ slightly from a full decode (DCT scaling is its own
+            anti-aliased downscale); decoding cost falls with the scale's square (a 12 MP
+            JPEG: 142 -> 29 ms for decode plus CLIP's 224-px transform, measured).
 
     Raises:
         ImageError: empty bytes; more than ``max_bytes`` bytes; not a JPEG/PNG/WebP image;
@@ -126,6 +133,8 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DE
             raise ImageError(f"image is {width}x{height} pixels, an aspect ratio over the limit "
                              f"of {max_aspect_ratio:g}:1 (max_image_aspect_ratio); crop or pad "
                              "it; refused before decoding")
+        if draft is not None and image.format == "JPEG":
+            image.draft(None, draft)
         image.load()
     except ImageError:
         raise

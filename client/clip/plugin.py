@@ -52,6 +52,11 @@ def export(
     device: Annotated[str, typer.Option(
         help="cpu or gpu: instance groups KIND_CPU or KIND_GPU for the encoders and the "
              "zero-shot head (preprocessing stays on the CPU); fp16 needs gpu")] = "cpu",
+    jpeg_draft: Annotated[bool, typer.Option(
+        "--jpeg-draft", help="Decode JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) that keeps "
+        "both sides >= 2x the input size: large photos cost about what small ones do "
+        "(12 MP: 142 -> 29 ms of preprocessing), pixels within a few levels of a full "
+        "decode instead of identical to open_clip's")] = False,
 ) -> None:
     """Export an OpenCLIP model into a Triton model repository.
 
@@ -71,7 +76,7 @@ def export(
             templates=read_lines(templates, "templates") if templates else None, fmt=format,
             max_batch_size=max_batch_size, threads=threads, instance_count=instances, seed=seed,
             precision=precision, profile=profile, prefix=prefix, text=text,
-            device=device)
+            device=device, jpeg_draft=jpeg_draft)
         run_export("CLIP", export_clip, options, repo)
     except ExportError as err:
         fail(str(err))

@@ -31,6 +31,8 @@ def variants(tmp_path_factory, clip_checkpoint):
                   templates=CLIP_TEST_TEMPLATES, max_batch_size=8)
     export_clip(ClipExportOptions(**common, precision="int8", prefix="clip_int8"), repo)
     export_clip(ClipExportOptions(**common, profile="low-memory", prefix="clip_lowmem"), repo)
+    export_clip(ClipExportOptions(**common, profile="low-memory", prefix="clip_draft",
+                                  jpeg_draft=True), repo)
     with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0,
                       log_file=repo.parent / "server.log") as server:
         yield repo, server
@@ -126,3 +128,39 @@ def test_fp16_graph_agrees_with_fp32(tmp_path, photos, clip_checkpoint, clip_ref
                                  {"pixels": pixels})
     assert embedding.dtype == np.float32
     assert cosine(embedding, reference_image_embeddings(clip_reference, photos[:1])).min() >= 0.999
+
+
+def test_jpeg_draft_preprocess_scales_large_jpegs(variants, photos):
+    """--jpeg-draft: the served preprocessing decodes a large JPEG at a DCT scale, giving
+    exactly the in-process ClipPreprocess(jpeg_draft=True) pixels (not the full decode's);
+    a PNG comes out as the exact path's."""
+    import io
+
+    import tritonclient.grpc as grpcclient
+    from PIL import Image
+
+    from tritonlens.serve.clip_preprocess import ClipPreprocess
+
+    repo, server = variants
+    params = parse_config(repo / "clip_draft_preprocess" / "config.pbtxt").parameters
+    assert params["jpeg_draft"].string_value == "true"
+    assert parse_config(repo / "clip_lowmem_preprocess" / "config.pbtxt").parameters[
+        "jpeg_draft"].string_value == "false"
+    size = int(params["image_size"].string_value)
+    with Image.open(next(p for p in photos if p.suffix == ".jpg")) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").resize((10 * size, 8 * size), Image.BICUBIC).save(buffer, "JPEG")
+    large = buffer.getvalue()
+    png = next(p for p in photos if p.suffix == ".png").read_bytes()
+    connection = grpcclient.InferenceServerClient(server.grpc_url.split("//")[-1])
+    served = []
+    for data in (large, png):
+        inp = grpcclient.InferInput("image", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[data]], dtype=object))
+        served.append(connection.infer("clip_draft_preprocess", [inp]).as_numpy("pixels")[0])
+    draft, exact = ClipPreprocess(size=size, jpeg_draft=True), ClipPreprocess(size=size)
+    np.testing.assert_array_equal(served[0], draft([large])[0])
+    assert not np.array_equal(served[0], exact([large])[0])
+    np.testing.assert_array_equal(served[1], exact([png])[0])
+    top = ClipClient(server.grpc_url, "grpc", prefix="clip_draft").classify(large, top_k=1)
+    assert len(top.labels) == 1 and top.labels[0].label in CLIP_TEST_LABELS

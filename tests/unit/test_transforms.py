@@ -56,6 +56,30 @@ def test_clip_preprocess_batch_and_refusal(photos):
         preprocess([data[0], b"plain text", data[2]])
 
 
+def _jpeg(image: Image.Image, size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").resize(size, Image.BICUBIC).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_jpeg_draft_scales_large_jpegs_only(photos):
+    """jpeg_draft decodes a large JPEG at a DCT scale (both sides still >= 2 S) with pixels
+    close to the full decode's; small JPEGs and PNGs come out identical to the exact path."""
+    exact, draft = ClipPreprocess(size=64), ClipPreprocess(size=64, jpeg_draft=True)
+    with Image.open(next(p for p in photos if p.suffix == ".jpg")) as image:
+        large = _jpeg(image, (1200, 900))   # 1/4 scale: 300 x 225 >= 128 x 128
+        small = _jpeg(image, (200, 150))    # no scale keeps 150 >= 128 at 1/2: full decode
+    from tritonlens.serve.images import decode
+    assert decode(large, draft=(128, 128)).size == (300, 225)
+    assert decode(small, draft=(128, 128)).size == (200, 150)
+    full, scaled = exact([large])[0].astype(int), draft([large])[0].astype(int)
+    difference = np.abs(full - scaled)
+    print(f"\n1200x900 JPEG at S=64: |exact - draft| mean {difference.mean():.3f}, max {difference.max()}")
+    assert 0 < difference.mean() < 1.0 and difference.max() <= 16
+    others = [small] + [p.read_bytes() for p in photos if p.suffix != ".jpg"]
+    np.testing.assert_array_equal(exact(others), draft(others))
+
+
 def test_sam2_transform_equals_sam2_transforms(photos):
     from sam2.utils.transforms import SAM2Transforms
 
