@@ -102,7 +102,10 @@ def export(repo: Path, size: int) -> None:
 
 
 def run(repo: Path, frames: int, counts: list[int], profile: bool, workdir: Path,
-        label: str = "") -> None:
+        label: str = "") -> list[tuple]:
+    """Stream ``counts`` concurrent videos of ``frames`` frames through ``sam2_track`` on a
+    fresh server (module docstring) and print the tables; returns one row per count:
+    (streams, aggregate frames/s, ratio to the first count, load average, model stats)."""
     from tritonlens.client.sam2.track import Point, Sam2VideoClient
     from tritonlens.serve import TritonServer
     from tritonlens.serve.sam2.frames import encode_jpeg, pan_zoom_frames
@@ -161,6 +164,7 @@ def run(repo: Path, frames: int, counts: list[int], profile: bool, workdir: Path
             total = sum(int(c) for _, c in lines) or 1
             for stack, count in sorted(lines, key=lambda x: -int(x[1]))[:6]:
                 print(f"  {int(count) / total:5.1%} {stack.split(';')[-1][:150]}")
+    return rows
 
 
 def main() -> None:
