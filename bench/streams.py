@@ -12,7 +12,8 @@ sequence each, a click on frame 0. Prints per stream count:
 * the aggregate frames/s (all frames of all streams / wall seconds) and its ratio to the
   single-stream figure of the same run;
 * per composing model, from Triton's statistics over that step: executions, requests,
-  mean queue and compute milliseconds per execution, and the image encoder's batch sizes;
+  queue milliseconds per request, compute milliseconds per execution and per frame, and the
+  image encoder's batch sizes;
 * the load average (``os.getloadavg``) right after the step, and the CPU's ISA flags.
 
 ``--before DIR`` first serves another repository the same way (e.g. one exported by an
@@ -52,7 +53,8 @@ def load_average() -> str:
 
 
 def model_stats(client) -> dict[str, dict]:
-    """Per model: executions, requests, queue and compute ns, {batch size: executions}."""
+    """Per model: executions, requests, queue ns (summed over requests), compute ns (summed
+    over executions), {batch size: executions}."""
     out = {}
     for name in MODELS:
         stats = client.connection.get_inference_statistics(name, as_json=True)["model_stats"]
@@ -60,7 +62,9 @@ def model_stats(client) -> dict[str, dict]:
             continue
         row = stats[0]
         infer = row.get("inference_stats", {})
-        compute = sum(int(infer.get(k, {}).get("ns", 0))
+        # batch_stats count each execution once; inference_stats count a batch's time once
+        # per request in it
+        compute = sum(int(b.get(k, {}).get("ns", 0)) for b in row.get("batch_stats", [])
                       for k in ("compute_input", "compute_infer", "compute_output"))
         out[name] = {"executions": int(row.get("execution_count", 0)),
                      "requests": int(infer.get("success", {}).get("count", 0)),
@@ -149,14 +153,14 @@ def run(repo: Path, frames: int, counts: list[int], profile: bool, workdir: Path
           "\n|---|---|---|---|")
     for n, fps, ratio, load, _ in rows:
         print(f"| {n} | {fps:.2f} | {ratio:.2f}x | {load} |")
-    print("\n| streams | model | executions | requests | queue ms/exec | compute ms/exec | "
-          "batch sizes |\n|---|---|---|---|---|---|---|")
+    print("\n| streams | model | executions | requests | queue ms/request | compute ms/exec | "
+          "compute ms/frame | batch sizes |\n|---|---|---|---|---|---|---|---|")
     for n, _, _, _, stats in rows:
         for name, s in stats.items():
-            e = max(1, s["executions"])
+            e, r = max(1, s["executions"]), max(1, s["requests"])
             print(f"| {n} | {name} | {s['executions']} | {s['requests']} | "
-                  f"{s['queue_ns'] / e / 1e6:.1f} | {s['compute_ns'] / e / 1e6:.1f} | "
-                  f"{s['batches']} |")
+                  f"{s['queue_ns'] / r / 1e6:.1f} | {s['compute_ns'] / e / 1e6:.1f} | "
+                  f"{s['compute_ns'] / r / 1e6:.1f} | {s['batches']} |")
     if profile:
         for path in sorted(workdir.glob("spy-*.txt")):
             print(f"\npy-spy {path.name}: top stacks")

@@ -8,7 +8,8 @@ the image encoder, another job on the host) holds the cores, every parallel regi
 waits on a descheduled sibling while the spinning threads take the CPU it needs. Measured
 on the 2-core host with other jobs running (load average 6.5; SAM 2.1 tiny, 256 px, one
 frame): image encoder 2193 ms with 2 spinning threads, 546 ms with 2 passive threads, 572 ms
-with 1 thread; the tracker's step 1133 / 352 / 208 ms.
+with 1 thread; the tracker's step 1133 / 352 / 208 ms. With passive waiting, the SAM 2 image
+encoder and the video tracker each take every core (``export.sam2.tracker.encoder_threads``).
 
 :func:`passive_openmp` must run before ``import torch`` (libgomp reads the variable once,
 when it is loaded).
@@ -28,12 +29,6 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # no sched_getaffinity on this platform
         return max(1, os.cpu_count() or 1)
-
-
-def shared_cores(parts: int) -> int:
-    """The usable cores split ``parts`` ways (at least 1 each): the threads of one of
-    ``parts`` engines meant to run at the same time."""
-    return max(1, usable_cores() // max(1, parts))
 
 
 def passive_openmp() -> None:

@@ -231,9 +231,10 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     low_res = 4 * embed
     formats = _formats(options.fmt, options.precision, options.profile)
     video = options.video if options.video is not None else options.profile != "low-memory"
-    # Instances x threads (and the video tracker's) must not oversubscribe the host's cores.
+    # The encoder's instances share the cores (the video tracker takes them all too:
+    # encoder_threads says why).
     from tritonlens.export.sam2.tracker import encoder_threads
-    threads = options.threads or encoder_threads(options.instance_count, video)
+    threads = options.threads or encoder_threads(options.instance_count)
     common = {"tritonlens.family": "sam2", "tritonlens.config": options.config,
               "tritonlens.weights": weights, "tritonlens.image_size": str(size),
               "tritonlens.precision": "fp32", "tritonlens.profile": options.profile,

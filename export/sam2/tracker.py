@@ -52,11 +52,9 @@ class TrackerExportOptions:
         max_streams: streams with state at once; the tracker refuses a START beyond it with
             a message naming the limit (Triton's ``max_candidate_sequences`` is
             ``CANDIDATE_FACTOR`` times larger, so nothing waits in Triton's queue).
-        threads: torch intra-op threads of the tracker (0: half the cores the serving
-            process may use, ``shared_cores(2)``, at least 1; the tracker and the image
-            encoder run at the same time on different streams' frames, and threads beyond
-            the cores make OpenMP wait on descheduled siblings, see
-            ``tritonlens.serve.resources``).
+        threads: torch intra-op threads of the tracker (0: every core the serving process
+            may use, ``usable_cores()``, found when it loads; see :func:`encoder_threads`
+            for why the tracker and the image encoder both take every core).
         compile: ``torch.compile`` the tracker's modules and mark CUDA-graph steps (GPU hosts).
         tracker: the tracker model's name; ensemble: the ensemble's name (tests export a
             second pair with a short idle limit).
@@ -73,20 +71,24 @@ class TrackerExportOptions:
     ensemble: str = "sam2_track"
 
 
-def encoder_threads(instances: int, video: bool) -> int:
-    """Intra-op threads per image-encoder instance when the export's ``threads`` is 0.
+def encoder_threads(instances: int) -> int:
+    """Intra-op threads per image-encoder instance when the export's ``threads`` is 0: the
+    usable cores (``os.sched_getaffinity``) split between the encoder's instances.
 
-    The usable cores (``os.sched_getaffinity``) are split between the encoder's instances;
-    with the video tracker, half of them are left to the tracker, which runs one stream's
-    frame while the encoder runs other streams' frames. More threads than cores make
-    OpenMP threads wait on descheduled siblings (figures in ``tritonlens.serve.resources``;
-    streams served side by side: ``python -m tritonlens.bench.streams``). The cost: one
-    image encodes on half the cores when nothing else runs.
+    With the video tracker exported, the tracker also takes every usable core (its
+    ``threads`` "0"): one stream's frame alternates between the encoder and the tracker, so
+    each gets the whole CPU while the other waits, and with several streams both run at once
+    and share it. That is safe because the torch stubs wait passively
+    (``OMP_WAIT_POLICY=PASSIVE``, ``tritonlens.serve.resources``); with libgomp's spinning
+    default, oversubscribed threads collapsed throughput. Measured side by side on the
+    2-core AVX2 host, SAM 2.1 tiny, 8 frames per stream (``python -m
+    tritonlens.bench.streams``), half the cores each vs all the cores each: 256 px, 1 / 2 /
+    4 / 8 streams 3.07 / 4.11 / 4.24 / 4.14 -> 5.05 / 5.15 / 5.50 / 5.41 frames/s; 512 px,
+    1 / 2 / 4 streams 0.72 / 1.05 / 1.03 -> 1.29 / 1.34 / 1.34 frames/s.
     """
     from tritonlens.serve import resources
 
-    share = resources.shared_cores(2) if video else resources.usable_cores()
-    return max(1, share // max(1, instances))
+    return max(1, resources.usable_cores() // max(1, instances))
 
 
 def sequence_batching(idle_us: int, max_streams: int) -> mc.ModelSequenceBatching:
@@ -161,8 +163,8 @@ def export_sam2_tracker(sam: torch.nn.Module, repo: Path, options: TrackerExport
     encoder_config = parse_config(repo / ENCODER / "config.pbtxt")
     encoder_outputs = [o.name for o in encoder_config.output]
     common = {**(parameters or {}), "image_size": str(options.image_size)}
-    # 0: the tracker takes half the cores it finds when it loads (the serving host's, which
-    # may not be this one); the image encoder works beside it on other streams' frames.
+    # 0: the tracker takes the cores it finds when it loads (the serving host's, which may
+    # not be this one), as the image encoder does (encoder_threads).
     threads = max(0, int(options.threads))
 
     frame = Tensor("image", "bytes", (1,))

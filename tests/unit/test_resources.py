@@ -1,5 +1,5 @@
 """serve/resources.py: usable cores, OpenMP's wait policy, freed heap given back; the SAM 2
-export's thread budget (encoder + tracker threads within the usable cores)."""
+export's thread budget (the encoder's instances share the usable cores)."""
 
 from __future__ import annotations
 
@@ -62,11 +62,8 @@ def test_release_freed_memory_gives_freed_heap_pages_back():
 
 @pytest.mark.parametrize("cores", [1, 2, 3, 4, 16])
 @pytest.mark.parametrize("instances", [1, 2])
-def test_sam2_thread_budget_stays_within_the_cores(monkeypatch, cores, instances):
+def test_sam2_encoder_instances_share_the_cores(monkeypatch, cores, instances):
     monkeypatch.setattr(resources, "usable_cores", lambda: cores)
-    encoder = sam2_tracker_export.encoder_threads(instances, video=True)
-    tracker = resources.shared_cores(2)  # what sam2_tracker's model.py takes for threads "0"
-    assert encoder >= 1
-    assert encoder * instances + tracker <= max(cores, 1 + instances)
-    # without the tracker, the encoder's instances share all the cores
-    assert sam2_tracker_export.encoder_threads(instances, video=False) == max(1, cores // instances)
+    threads = sam2_tracker_export.encoder_threads(instances)
+    assert threads == max(1, cores // instances)
+    assert threads * instances <= max(cores, instances)

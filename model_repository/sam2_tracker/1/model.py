@@ -29,7 +29,7 @@ is INVALID_ARG (``tritonlens.serve.errors``).
 
 import threading
 
-from tritonlens.serve.resources import passive_openmp, release_freed_memory, shared_cores
+from tritonlens.serve.resources import passive_openmp, release_freed_memory, usable_cores
 
 passive_openmp()  # before torch loads libgomp: see tritonlens.serve.resources
 
@@ -55,9 +55,9 @@ class TritonPythonModel:
         spec = read_model_config(args["model_config"])
         params = spec.parameters
         self.name = spec.name
-        # "0" (or a config written before the parameter): half the usable cores, the other
-        # half being the image encoder's (tritonlens.export.sam2.tracker.encoder_threads).
-        threads = int(params.get("threads", "0") or 0) or shared_cores(2)
+        # "0" (or a config written before the parameter): every usable core, as the image
+        # encoder (tritonlens.export.sam2.tracker.encoder_threads says why).
+        threads = int(params.get("threads", "0") or 0) or usable_cores()
         torch.set_num_threads(threads)
         weights = f"{args['model_repository']}/{args['model_version']}/{params['weights_file']}"
         device = "cpu"
