@@ -7,7 +7,7 @@ VENV   := .venv
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.tritonlens-installed
 
-.PHONY: help setup demo test test-all bench bench-quick clean
+.PHONY: help setup demo test test-all bench bench-quick targets clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,6 +46,10 @@ bench: setup  ## full perf_analyzer benchmark and report
 
 bench-quick: setup  ## quick benchmark (< 3 min)
 	$(VENV)/bin/tritonlens bench --quick
+
+targets: setup  ## the three performance targets in one run, as the README's table (~8 min)
+	mkdir -p results
+	$(VENV)/bin/python -m tritonlens.bench.targets --out results/targets.json
 
 clean:  ## remove generated repositories, results and caches (keeps .venv)
 	rm -rf build results .pytest_cache
