@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +17,10 @@ TRITONLENS = str(Path(sys.executable).parent / "tritonlens")
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([TRITONLENS, *args], capture_output=True, text=True, timeout=timeout)
+    # rich lays a pipe out at 80 columns and folds long temp paths in table titles, which
+    # would split the names the tests look for; a wide terminal's width keeps them whole.
+    return subprocess.run([TRITONLENS, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "400"})
 
 
 def test_help_lists_plugin_commands():
