@@ -186,6 +186,22 @@ def add_warmup(config: mc.ModelConfig, samples: dict[str, bytes | str]) -> dict[
     return files
 
 
+def warmup_image(width: int = 96, height: int = 64) -> bytes:
+    """A small RGB gradient PNG (``width`` x ``height`` pixels, 8-bit), the ``model_warmup``
+    sample of the image-decoding Python models (``clip_preprocess``, ``sam2_preprocess``,
+    ``sam2_frame_preprocess``): decoded, resized and normalised as any client image is."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    x, y = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
+    pixels = np.stack([x, y, 255 - x], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def to_text(config: mc.ModelConfig) -> str:
     """The ``config.pbtxt`` text of ``config``."""
     return text_format.MessageToString(config)

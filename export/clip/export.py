@@ -30,7 +30,7 @@ import torch
 
 from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
 from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config, instance_kind,
-                                      model_config, write_model)
+                                      model_config, warmup_image, write_model)
 from tritonlens.export.core import ExportError, ExportOptions, save_graph
 from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters
 from tritonlens.export.repository import python_model_source
@@ -88,22 +88,9 @@ class ClipExportOptions(ExportOptions):
 
 
 # model_warmup samples (export/config.add_warmup): a text for clip_tokenize, and a small
-# PNG for clip_preprocess (decoded, resized and cropped as any client image is).
+# PNG for clip_preprocess (export/config.warmup_image: decoded, resized and cropped as any
+# client image is).
 WARMUP_TEXT = b"a photo of a cat"
-
-
-def warmup_image(width: int = 96, height: int = 64) -> bytes:
-    """A small RGB gradient PNG (``width`` x ``height`` pixels), clip_preprocess' warmup."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    x, y = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
-    pixels = np.stack([x, y, 255 - x], axis=-1).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def read_lines(path: str | os.PathLike, what: str) -> list[str]:

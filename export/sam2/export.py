@@ -42,8 +42,8 @@ from typing import Callable
 
 import torch
 
-from tritonlens.export.config import (Step, Tensor, ensemble_config, instance_kind,
-                                      model_config, write_model)
+from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config, instance_kind,
+                                      model_config, warmup_image, write_model)
 from tritonlens.export.core import ExportError, ExportOptions, save_graph
 from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters
 from tritonlens.export.repository import python_model_source
@@ -282,11 +282,15 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
                            {n: {0: "batch"} for n in ("pixels", *out_names)},
                            formats["sam2_image_encoder"][0], options.opset, work,
                            precision=options.precision, profile=options.profile)
-        write_model(repo, model_config(
+        encoder_config = model_config(
             "sam2_image_encoder", backend, [Tensor("pixels", "fp32", (3, size, size))],
             [Tensor(n, t.dtype, t.dims) for n, t in zip(out_names, features)],
             max_batch_size=options.max_batch_size, max_queue_delay_us=options.max_queue_delay_us,
-            instance_count=options.instance_count, instance_kind=kind, parameters=params), files)
+            instance_count=options.instance_count, instance_kind=kind, parameters=params)
+        # Zero pixels are a valid (mid-grey after normalisation) image: every instance runs
+        # the encoder once at load instead of on the first client request.
+        write_model(repo, encoder_config, files,
+                    extra=add_warmup(encoder_config, {"pixels": "zero"}))
         encoder_map = dict(zip(out_names, ENCODER_OUTPUTS))
 
         # -- prompt decoder: one image per request, any number of points ----------------
@@ -309,6 +313,9 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
                            profile=options.profile)
         # No batching: every request is one image with its own prompts and original size,
         # so requests are never concatenated (their point and mask counts differ).
+        # No model_warmup: point_coords / point_labels have a variable dim (-1), which a
+        # warmup sample must make concrete, and add_warmup's only non-BYTES data are zero
+        # (orig_size 0 x 0: empty masks) or random (orig_size of any int32) samples.
         write_model(repo, model_config(
             "sam2_prompt_decoder", backend, decoder_inputs,
             [Tensor(n, t.dtype, t.dims) for n, t in zip(out_names, results)], batching="none",
@@ -317,15 +324,16 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
 
     report("writing sam2_preprocess, sam2_prompts and the ensembles")
     image = Tensor("image", "bytes", (1,))
-    write_model(repo, model_config(
+    preprocess_config = model_config(
         "sam2_preprocess", "python", [image],
         [Tensor("pixels", "fp32", (1, 3, size, size)), orig_size], batching="none",
         instance_count=1 if options.profile == "low-memory" else max(1, min(2, threads)),
         parameters={**common, "image_size": str(size),
                     "pixel_mean": ",".join(map(str, PIXEL_MEAN)),
                     "pixel_std": ",".join(map(str, PIXEL_STD)),
-                    "max_image_pixels": str(50_000_000), "max_image_bytes": str(64 << 20)}),
-        {"model.py": python_model_source("sam2_preprocess")})
+                    "max_image_pixels": str(50_000_000), "max_image_bytes": str(64 << 20)})
+    write_model(repo, preprocess_config, {"model.py": python_model_source("sam2_preprocess")},
+                extra=add_warmup(preprocess_config, {"image": warmup_image()}))
 
     prompt_inputs = [Tensor("point_coords", "fp32", (-1, 2)), Tensor("point_labels", "int32", (-1,)),
                      orig_size, Tensor("multimask_output", "bool", (1,), optional=True),

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonlens.export.config import (Step, Tensor, ensemble_config, instance_kind, model_config,
-                                      parse_config, write_model)
+from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config, instance_kind,
+                                      model_config, parse_config, warmup_image, write_model)
 from tritonlens.export.repository import python_model_source
 
 WEIGHTS_FILE = "sam2_tracker.pt"
@@ -169,13 +169,17 @@ def export_sam2_tracker(sam: torch.nn.Module, repo: Path, options: TrackerExport
 
     frame = Tensor("image", "bytes", (1,))
     s = options.image_size
-    write_model(repo, model_config(
+    frame_config = model_config(
         "sam2_frame_preprocess", "python", [frame],
         [Tensor("pixels", "fp32", (1, 3, s, s)), Tensor("orig_size", "int32", (2,))],
         batching="none", instance_count=1,
         parameters={**common, "max_image_pixels": str(50_000_000),
-                    "max_image_bytes": str(64 << 20)}),
-        {"model.py": python_model_source("sam2_frame_preprocess")})
+                    "max_image_bytes": str(64 << 20)})
+    # model_warmup for the frame decoder only: the tracker warms itself in initialize
+    # (StreamingTracker.warm_up, on its own streams' state), and an ensemble runs nothing
+    # of its own (its steps' models are warmed).
+    write_model(repo, frame_config, {"model.py": python_model_source("sam2_frame_preprocess")},
+                extra=add_warmup(frame_config, {"image": warmup_image()}))
 
     inputs, outputs = tracker_tensors(s)
     config = model_config(

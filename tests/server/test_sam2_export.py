@@ -42,6 +42,27 @@ def test_repository_configs(repo, sam2_checkpoint):
     assert list(segment.output[2].dims) == [-1, SAM2_TEST_IMAGE_SIZE // 4, SAM2_TEST_IMAGE_SIZE // 4]
 
 
+def test_model_warmup(repo):
+    """Triton runs one sample through the image decoders (a real PNG) and the image encoder
+    (zero pixels) at load; the prompt decoder (variable point count), the sequence-batched
+    tracker (warms itself) and the ensembles carry none. Served requests after such a load
+    are what the other tests of this session check."""
+    from tritonlens.serve.images import decode
+
+    s = SAM2_TEST_IMAGE_SIZE
+    for name in ("sam2_preprocess", "sam2_frame_preprocess"):
+        (warm,) = parse_config(repo / name / "config.pbtxt").model_warmup
+        assert warm.batch_size == 1 and warm.inputs["image"].input_data_file == "image"
+        data = (repo / name / "warmup" / "image").read_bytes()
+        assert int.from_bytes(data[:4], "little") == len(data) - 4  # Triton's BYTES layout
+        assert decode(data[4:]).format == "PNG"
+    (warm,) = parse_config(repo / "sam2_image_encoder" / "config.pbtxt").model_warmup
+    assert warm.inputs["pixels"].zero_data and list(warm.inputs["pixels"].dims) == [3, s, s]
+    for name in ("sam2_prompt_decoder", "sam2_prompts", "sam2_tracker", "sam2_segment",
+                 "sam2_embed_image", "sam2_decode", "sam2_track"):
+        assert not parse_config(repo / name / "config.pbtxt").model_warmup, name
+
+
 @pytest.mark.parametrize("options, phrase", [
     (dict(config="sam2.1_hiera_xl"), "unknown SAM 2 config"),
     (dict(checkpoint="/nonexistent/sam2.pt"), "checkpoint file not found"),

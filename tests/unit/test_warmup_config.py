@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tritonlens.export.config import Tensor, add_warmup, model_config, parse_config, to_text, write_model
+from tritonlens.export.config import (Tensor, add_warmup, model_config, parse_config, to_text,
+                                      warmup_image, write_model)
+from tritonlens.serve.images import decode
 
 
 def tokenize_config():
@@ -47,3 +49,9 @@ def test_bytes_only_for_bytes_inputs():
                           [Tensor("embedding", "fp32", (8,))], max_batch_size=2)
     with pytest.raises(ValueError, match="non-BYTES"):
         add_warmup(config, {"pixels": b"\x00"})
+
+
+def test_warmup_image_is_a_small_rgb_png_the_image_models_accept():
+    image = decode(warmup_image())  # serve/images.decode: what clip/sam2 preprocessing runs
+    assert (image.format, image.mode, image.size) == ("PNG", "RGB", (96, 64))
+    assert warmup_image() == warmup_image()  # deterministic: re-exports are byte-identical
