@@ -34,6 +34,7 @@ from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config,
 from tritonlens.export.core import ExportError, ExportOptions, save_graph
 from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters
 from tritonlens.export.repository import python_model_source
+from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 RESIZE_MODES = ("shortest", "squash")
 INTERPOLATIONS = ("bicubic", "bilinear")
@@ -333,7 +334,8 @@ def export_clip(options: ClipExportOptions, repo: Path,
         max_batch_size=mbs, max_queue_delay_us=0, instance_count=preprocess_instances,
         parameters={"image_size": str(size), "resize_mode": cfg.get("resize_mode", "shortest"),
                     "interpolation": cfg.get("interpolation", "bicubic"),
-                    "max_image_pixels": str(50_000_000), "max_image_bytes": str(64 << 20),
+                    "max_image_pixels": str(DEFAULT_MAX_PIXELS),
+                    "max_image_bytes": str(DEFAULT_MAX_BYTES),
                     "apply_exif_orientation": "false",
                     "jpeg_draft": "true" if options.jpeg_draft else "false",
                     "tritonlens.family": "clip",

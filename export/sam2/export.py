@@ -48,6 +48,7 @@ from tritonlens.export.core import ExportError, ExportOptions, save_graph
 from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters
 from tritonlens.export.repository import python_model_source
 from tritonlens.export.sam2.modules import ImageEncoder, PromptDecoder
+from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 # Short names -> sam2's packaged Hydra configs (sam2 1.1.0: configs/sam2 and configs/sam2.1).
 CONFIG_NAMES = {
@@ -331,7 +332,8 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
         parameters={**common, "image_size": str(size),
                     "pixel_mean": ",".join(map(str, PIXEL_MEAN)),
                     "pixel_std": ",".join(map(str, PIXEL_STD)),
-                    "max_image_pixels": str(50_000_000), "max_image_bytes": str(64 << 20)})
+                    "max_image_pixels": str(DEFAULT_MAX_PIXELS),
+                    "max_image_bytes": str(DEFAULT_MAX_BYTES)})
     write_model(repo, preprocess_config, {"model.py": python_model_source("sam2_preprocess")},
                 extra=add_warmup(preprocess_config, {"image": warmup_image()}))
 

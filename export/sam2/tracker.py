@@ -26,6 +26,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config, instance_kind,
                                       model_config, parse_config, warmup_image, write_model)
 from tritonlens.export.repository import python_model_source
+from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 WEIGHTS_FILE = "sam2_tracker.pt"
 # Triton's own limits, relative to the tracker's (see sequence_batching): its idle eviction
@@ -173,8 +174,8 @@ def export_sam2_tracker(sam: torch.nn.Module, repo: Path, options: TrackerExport
         "sam2_frame_preprocess", "python", [frame],
         [Tensor("pixels", "fp32", (1, 3, s, s)), Tensor("orig_size", "int32", (2,))],
         batching="none", instance_count=1,
-        parameters={**common, "max_image_pixels": str(50_000_000),
-                    "max_image_bytes": str(64 << 20)})
+        parameters={**common, "max_image_pixels": str(DEFAULT_MAX_PIXELS),
+                    "max_image_bytes": str(DEFAULT_MAX_BYTES)})
     # model_warmup for the frame decoder only: the tracker warms itself in initialize
     # (StreamingTracker.warm_up, on its own streams' state), and an ensemble runs nothing
     # of its own (its steps' models are warmed).
