@@ -296,3 +296,36 @@ def test_prompts_past_the_tracked_frames_are_refused(client, videos):
     with pytest.raises(TritonLensError, match=r"prompts on frame\(s\) \[40\] were never sent: "
                                               r"the video has only 2 frame"):
         list(client.track(jpegs[:2], {0: [Point(170, 120)], 40: [Point(10, 10)]}))
+
+
+@pytest.mark.parametrize("idle, reason", [
+    (None, "config parameter 'stream_idle_seconds' is missing"),
+    ("soon", "'stream_idle_seconds' must be a number, not 'soon'"),
+    ("0", "'stream_idle_seconds' must be a finite number of seconds above 0, not 0"),
+    ("inf", "must be a finite number of seconds above 0, not inf"),
+])
+def test_tracker_without_a_valid_idle_limit_fails_to_load(tmp_path, idle, reason):
+    """Every export writes stream_idle_seconds (export.sam2.tracker); a config without a
+    usable one is refused at load (ConfigError, before the model is built), not served with
+    some other idle limit. Its own short-lived server: no weights are needed to fail."""
+    from tritonlens.export.config import model_config, write_model
+    from tritonlens.export.repository import python_model_source
+    from tritonlens.export.sam2.tracker import sequence_batching, tracker_tensors
+    from tritonlens.serve import TritonServer
+    from tritonlens.serve.launcher import ModelLoadError
+
+    inputs, outputs = tracker_tensors(SAM2_TEST_IMAGE_SIZE)
+    params = {"sam2_config": "configs/sam2.1/sam2.1_hiera_t.yaml", "weights_file": "absent.pt",
+              "image_size": str(SAM2_TEST_IMAGE_SIZE), "max_streams": "4"}
+    if idle is not None:
+        params["stream_idle_seconds"] = idle
+    write_model(tmp_path, model_config("sam2_tracker", "python", inputs, outputs,
+                                       batching=sequence_batching(60_000_000, 4),
+                                       parameters=params),
+                {"model.py": python_model_source("sam2_tracker")})
+    server = TritonServer(tmp_path, http_port=0, grpc_port=0, metrics_port=0,
+                          log_file=tmp_path / "server.log")
+    with pytest.raises(ModelLoadError) as info:
+        server.start()
+    assert reason in info.value.failures["sam2_tracker"]
+    assert server.process.poll() is not None  # stopped, nothing left running

@@ -20,13 +20,16 @@ FP32 [K, H, W], ``object_scores`` FP32 [K], ``frame_index`` INT64 [1] (always).
 State: START resets the stream (a repeated START too); END frees it after the frame.
 Parameters ``max_streams`` and ``stream_idle_seconds`` (written by the export): a START
 beyond ``max_streams`` streams with state is refused with a message naming the limit;
-streams idle longer than ``stream_idle_seconds`` are freed by a sweep (on every ``execute``
-and from a timer thread) and logged, and their next frame is told they were evicted.
+streams idle longer than ``stream_idle_seconds`` (seconds, finite and above 0; missing or
+anything else fails the load with a ``ConfigError`` naming it) are freed by a sweep (on
+every ``execute`` and from a timer thread) and logged, and their next frame is told they
+were evicted.
 Triton's own ``max_sequence_idle_microseconds`` is set longer (the export's
 ``TRITON_IDLE_FACTOR``), so the tracker, not Triton, is the one that evicts; every refusal
 is INVALID_ARG (``tritonlens.serve.errors``).
 """
 
+import math
 import threading
 
 from tritonlens.serve.resources import passive_openmp, release_freed_memory, usable_cores
@@ -38,7 +41,7 @@ import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from tritonlens.serve.errors import response_for_exception  # noqa: E402
-from tritonlens.serve.model_config import read_model_config  # noqa: E402
+from tritonlens.serve.model_config import ConfigError, read_model_config  # noqa: E402
 from tritonlens.serve.sam2 import (StreamingTracker, build_video_model,  # noqa: E402
                                    parse_prompts)
 
@@ -55,6 +58,11 @@ class TritonPythonModel:
         spec = read_model_config(args["model_config"])
         params = spec.parameters
         self.name = spec.name
+        # Checked before the model is built, so a bad config fails the load at once.
+        self.idle_s = spec.number("stream_idle_seconds")  # ConfigError: missing, not a number
+        if not (math.isfinite(self.idle_s) and self.idle_s > 0):
+            raise ConfigError(f"{self.name}: config parameter 'stream_idle_seconds' must be a "
+                              f"finite number of seconds above 0, not {self.idle_s:g}")
         # "0" (or a config written before the parameter): every usable core, as the image
         # encoder (tritonlens.export.sam2.tracker.encoder_threads says why).
         threads = int(params.get("threads", "0") or 0) or usable_cores()
@@ -65,10 +73,6 @@ class TritonPythonModel:
             device = f"cuda:{int(args.get('model_instance_device_id', 0))}"
         model = build_video_model(params["sam2_config"], int(params["image_size"]), weights,
                                   device=device)
-        idle_s = float(params.get("stream_idle_seconds", "0"))
-        if idle_s <= 0:  # a config written before the parameter: Triton's own limit
-            idle_s = spec.max_sequence_idle_us / 1e6
-        self.idle_s = idle_s if idle_s > 0 else None
         max_streams = int(params.get("max_streams", "0")) or None
         self.tracker = StreamingTracker(model, compile=params.get("compile", "false") == "true",
                                         max_streams=max_streams, idle_seconds=self.idle_s)
@@ -77,17 +81,14 @@ class TritonPythonModel:
         self.weights_note = params.get("tritonlens.weights", "")
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        if self.idle_s:
-            self.sweeper = threading.Thread(target=self._sweep_loop, daemon=True)
-            self.sweeper.start()
+        self.sweeper = threading.Thread(target=self._sweep_loop, daemon=True)
+        self.sweeper.start()
         pb_utils.Logger.log_info(
             f"{self.name}: SAM 2 tracker ready ({params['sam2_config']}, "
             f"{params['image_size']} px, weights {self.weights_note or 'given'}, "
             f"idle limit {self.idle_s} s, at most {max_streams} streams)")
 
     def _sweep(self):
-        if not self.idle_s:
-            return
         with self.lock:
             evicted = self.tracker.sweep(self.idle_s)
         for stream in evicted:
