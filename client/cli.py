@@ -48,7 +48,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address every endpoint binds to")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="HTTP/REST port (0 = any free port)")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port (0 = any free port)")] = 8001,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (0 = any free port)")] = 8002,
+    metrics_port: Annotated[int, typer.Option(
+        help="Prometheus metrics port (0 = any free port); with --replicas N: replica i uses "
+             "this port + i (not given or 0: a free port each)")] = 8002,
     model_control_mode: Annotated[str, typer.Option(help="none (load all), poll or explicit")] = "none",
     load_model: Annotated[list[str] | None, typer.Option(
         help="With explicit model control: a model to load at start (repeatable)")] = None,
@@ -78,12 +80,15 @@ def serve(
     The server dies with this command (even on SIGKILL); busy ports are named and refused.
     Further tritonserver flags pass through after `--`, e.g. `tritonlens serve --
     --metrics-config summary_latencies=true --response-cache-byte-size 1000000`.
-    With --replicas N: N servers on free loopback ports and nginx on the given ports.
+    With --replicas N: N servers on free loopback ports (metrics on --metrics-port + i when
+    given) and nginx on the given ports.
     """
     from tritonlens.client.base import api_key_file
     from tritonlens.serve import ServerStartError, TritonServer
 
     if replicas > 1:
+        from click.core import ParameterSource
+
         from tritonlens.serve.launcher import ModelLoadError
         from tritonlens.serve.replicas import ProxyNotFoundError, ProxySettings, ReplicaSet, serve_replicas
 
@@ -92,6 +97,8 @@ def serve(
                 repo, replicas, ProxySettings(host=host, grpc_port=grpc_port, http_port=http_port,
                                               max_body_size=max_body_size),
                 log_dir=replica_logs, api_key=api_key, model_control_mode=model_control_mode,
+                metrics_port=(0 if ctx.get_parameter_source("metrics_port") is ParameterSource.DEFAULT
+                              else metrics_port),
                 load_models=load_model or [], log_verbose=log_verbose,
                 extra_args=[arg for arg in ctx.args if arg != "--"])
             serve_replicas(replica_set, console.print)

@@ -326,7 +326,9 @@ class TritonServer:
     Ports given as 0 are chosen free at start. ``start()`` waits until the server is live
     and every model reached a final state; if any model is UNAVAILABLE it raises
     :class:`ModelLoadError` naming each one with Triton's reason (unless
-    ``require_all_models=False``; the server then keeps serving the others).
+    ``require_all_models=False``; the server then keeps serving the others). ``start()`` is
+    :meth:`launch` (start the process, return at once) then :meth:`wait_started`, so that
+    several servers can load at the same time.
 
     Args:
         model_repository: the repository directory (``config.pbtxt`` per model).
@@ -336,7 +338,7 @@ class TritonServer:
         load_models: with ``explicit``, the models to load at start (``--load-model``).
         log_verbose: Triton's ``--log-verbose`` level (0 = off).
         log_file: where the server's stdout/stderr go; None inherits this process's.
-        startup_timeout: seconds to wait for the server to become live (s).
+        startup_timeout: seconds from the launch for the server to become live (s).
         api_key: the value of the ``tritonlens-api-key`` header that the restricted APIs
             (:data:`RESTRICTED_APIS`) require; default ``$TRITONLENS_API_KEY``, else a random
             key per start. It is written to :func:`api_key_file` (mode 0600) for each port
@@ -410,6 +412,9 @@ class TritonServer:
             if arg.startswith("--exit-timeout-secs="):
                 self.exit_timeout = int(arg.split("=", 1)[1])
         self.process: subprocess.Popen | None = None
+        # time.monotonic() (s) when launch() started the process / wait_started() returned
+        self.launched_at: float | None = None
+        self.started_at: float | None = None
         self._log_handle = None
         self._log_thread: threading.Thread | None = None
         self.watch_stubs = watch_stubs  # serve/health.py: reload a model whose stub died
@@ -465,7 +470,27 @@ class TritonServer:
         return cmd + self.extra_args
 
     def start(self) -> "TritonServer":
-        """Start the server and wait for it (see the class docstring for what is raised)."""
+        """Start the server and wait for it: :meth:`launch`, then :meth:`wait_started` (see
+        the class docstring for what is raised)."""
+        self.launch(_stacklevel=3)
+        self.wait_started()
+        return self
+
+    def launch(self, *, _stacklevel: int = 2) -> "TritonServer":
+        """Start the ``tritonserver`` process and return at once, without waiting for it.
+
+        Checks the ports, opens the log, starts the process (wrapped by
+        :func:`die_with_parent` on the main thread), the thread that forwards its output
+        (:func:`forward_log`, without the no-CUDA-driver lines) and writes the API-key files.
+        :meth:`wait_started` finishes the start; several servers launched one after the other
+        load their models at the same time (:class:`~tritonlens.serve.replicas.ReplicaSet`).
+        Call it from the thread that keeps running while the server does (the main thread):
+        ``PR_SET_PDEATHSIG`` follows the thread that forks.
+
+        Raises:
+            TritonNotFoundError; ServerStartError: a port is in use (named). The process is
+                stopped again if a later step fails.
+        """
         install = find_triton()
         backend_dir = assemble_backend_directory(install)
         for name, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port),
@@ -479,12 +504,19 @@ class TritonServer:
             command = die_with_parent(command)
         else:
             warnings.warn("TritonServer started from a thread other than the main thread: the "
-                          "server will not be stopped if this process dies", stacklevel=2)
-        self.process = subprocess.Popen(
-            command, env=server_environment(install), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it cleanly
-        )
+                          "server will not be stopped if this process dies", stacklevel=_stacklevel)
+        self.launched_at = time.monotonic()
+        try:
+            self.process = subprocess.Popen(
+                command, env=server_environment(install), stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it cleanly
+            )
+        except BaseException:
+            if self._log_handle:
+                self._log_handle.close()
+                self._log_handle = None
+            raise
         # without a log file: this process's standard output (a duplicate of fd 1, closed at stop)
         sink = self._log_handle or os.fdopen(os.dup(1), "wb")
         self._log_thread = threading.Thread(target=forward_log, name="tritonserver-log",
@@ -494,6 +526,25 @@ class TritonServer:
         try:
             for port in (self.http_port, self.grpc_port):
                 _write_private(api_key_file(port), self.api_key)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_started(self) -> "TritonServer":
+        """Wait until the :meth:`launch`-ed server is live and every model reached a final
+        state, within ``startup_timeout`` seconds of the launch; then start the stub monitor
+        (``watch_stubs``). On any error the server is stopped before it is raised.
+
+        Raises:
+            RuntimeError: not launched.
+            ServerStartError: the server exited, or was not live in time (the log's last
+                lines with a ``log_file``).
+            ModelLoadError: a model is UNAVAILABLE and ``require_all_models``.
+        """
+        if self.process is None:
+            raise RuntimeError("TritonServer.wait_started() before launch()")
+        try:
             self._wait_live()
             failures = self.model_failures()
             if failures and self.require_all_models:
@@ -505,10 +556,11 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        self.started_at = time.monotonic()
         return self
 
     def _wait_live(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
+        deadline = self.launched_at + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServerStartError(

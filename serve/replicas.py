@@ -25,6 +25,7 @@ not hold them, and new streams go to the live replicas.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,6 +33,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import string
 import subprocess
 import tempfile
@@ -43,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonlens.serve.headers import API_KEY_ENV, SEQUENCE_HEADER, api_key_file
-from tritonlens.serve.launcher import (ServerStartError, TritonServer, _write_private, check_port_free,
-                                       die_with_parent, free_port)
+from tritonlens.serve.launcher import (ModelLoadError, ServerStartError, TritonServer, _write_private,
+                                       check_port_free, die_with_parent, free_port)
 
 TEMPLATE = Path(__file__).parent / "nginx" / "tritonlens.conf.template"
 # nginx's size syntax: a number with an optional k/m/g suffix; 0 turns the check off.
@@ -137,6 +139,27 @@ def render_nginx_config(settings: ProxySettings, grpc_upstreams: list[str], http
 
 def _listen_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def free_ports(host: str, count: int, exclude=()) -> list[int]:
+    """``count`` distinct TCP ports free on ``host`` right now, none of them in ``exclude``.
+
+    Every probe socket stays bound until all are chosen, so the kernel cannot hand out one
+    port twice (servers launched together have not bound theirs yet).
+    """
+    held, ports = [], []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            held.append(sock)
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+            if port not in exclude:
+                ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
 
 
 def find_nginx() -> str:
@@ -291,6 +314,17 @@ class Replica:
     exit_code: int | None = field(default=None)
 
 
+@contextlib.contextmanager
+def _naming(replica: Replica):
+    """Prefix a :class:`ServerStartError` or :class:`ModelLoadError` raised inside with
+    ``replica <i> (log <path>): `` (same exception, same type and attributes)."""
+    try:
+        yield
+    except (ServerStartError, ModelLoadError) as err:
+        err.args = (f"replica {replica.index} (log {replica.server.log_file}): {err}", *err.args[1:])
+        raise
+
+
 class ReplicaSet:
     """N tritonserver replicas of one model repository behind nginx, as a context manager.
 
@@ -299,10 +333,12 @@ class ReplicaSet:
         with ReplicaSet("model_repository", 2, ProxySettings(grpc_port=0, http_port=0)) as rs:
             print(rs.grpc_url)     # the proxy: every client talks to this one address
 
-    ``start()`` starts the replicas one after the other (free loopback ports each; each
-    waits until live and its models are loaded), checks every replica answers ready, then
-    starts nginx and checks both front ports answer ready through it. Replicas and nginx die
-    with this process (``PR_SET_PDEATHSIG``, Linux, when started from the main thread).
+    ``start()`` launches every replica's process first (free loopback ports each), so that
+    all of them load their models at the same time, then waits for each in turn until it is
+    live, its models are loaded and it answers ready; then it starts nginx and checks both
+    front ports answer ready through it. The processes are started from the calling thread:
+    replicas and nginx die with this process (``PR_SET_PDEATHSIG``, Linux, when started from
+    the main thread).
 
     Args:
         model_repository: the repository every replica serves.
@@ -313,19 +349,27 @@ class ReplicaSet:
         api_key: one key for the restricted APIs of every replica (so it works through the
             proxy); default ``$TRITONLENS_API_KEY``, else random per start. Written to the
             API-key files of the front ports, as a single server's are.
+        metrics_port: P: replica ``i`` serves Prometheus metrics on port ``P + i`` (127.0.0.1);
+            0: a free port each. Checked free at start, before any replica starts.
         server_options: more :class:`TritonServer` arguments for every replica
             (``model_control_mode``, ``load_models``, ``startup_timeout`` ...).
 
-    Raises (from ``start``):
-        ProxyNotFoundError, ServerStartError (a port in use, a replica or nginx did not
-        start or is not ready), ModelLoadError.
+    Raises:
+        ValueError (from the constructor): fewer than 1 replica; metrics ports beyond 65535
+            or on a front port.
+        From ``start``: ProxyNotFoundError, ServerStartError (a port in use, a replica or
+        nginx did not start or is not ready), ModelLoadError. A replica's error starts with
+        ``replica <i> (log <path>):``; everything started is stopped before it is raised.
     """
 
     def __init__(self, model_repository: str | os.PathLike, replicas: int,
                  proxy: ProxySettings | None = None, *, log_dir: str | os.PathLike | None = None,
-                 api_key: str | None = None, **server_options):
+                 api_key: str | None = None, metrics_port: int = 0, **server_options):
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, not {replicas}")
+        if metrics_port < 0 or metrics_port + replicas - 1 > 65535:
+            raise ValueError(f"metrics ports {metrics_port}..{metrics_port + replicas - 1}: "
+                             "replica i uses --metrics-port + i, which must stay within 1..65535")
         self.model_repository = Path(model_repository)
         self.count = replicas
         proxy = proxy or ProxySettings()
@@ -333,6 +377,11 @@ class ReplicaSet:
             proxy = dataclasses.replace(proxy, grpc_port=proxy.grpc_port or free_port(proxy.host),
                                         http_port=proxy.http_port or free_port(proxy.host))
         self.proxy = proxy
+        self.metrics_ports = [metrics_port + i for i in range(replicas)] if metrics_port else []
+        clash = set(self.metrics_ports) & {proxy.grpc_port, proxy.http_port}
+        if clash:
+            raise ValueError(f"metrics ports {metrics_port}..{metrics_port + replicas - 1} (replica i "
+                             f"uses --metrics-port + i) include the proxy's port {min(clash)}")
         self.api_key = api_key or os.environ.get(API_KEY_ENV) or secrets.token_urlsafe(24)
         self.server_options = server_options
         self._log_dir = Path(log_dir) if log_dir else None
@@ -373,19 +422,33 @@ class ReplicaSet:
         find_nginx()
         for name, port in (("proxy gRPC", self.proxy.grpc_port), ("proxy HTTP", self.proxy.http_port)):
             check_port_free(self.proxy.host, port, name)
+        for index, port in enumerate(self.metrics_ports):
+            check_port_free("127.0.0.1", port, f"replica {index} metrics")
         self.folder = Path(tempfile.mkdtemp(prefix="tritonlens-replicas-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
+            # Launch every process first (from this thread: PR_SET_PDEATHSIG follows the
+            # forking thread), then wait for each: all replicas load their models at once.
+            ports = iter(free_ports("127.0.0.1", self.count * (2 if self.metrics_ports else 3),
+                                    exclude={self.proxy.grpc_port, self.proxy.http_port,
+                                             *self.metrics_ports}))
             for index in range(self.count):
-                server = TritonServer(self.model_repository, host="127.0.0.1", http_port=0,
-                                      grpc_port=0, metrics_port=0, api_key=self.api_key,
+                http, grpc = next(ports), next(ports)
+                metrics = self.metrics_ports[index] if self.metrics_ports else next(ports)
+                server = TritonServer(self.model_repository, host="127.0.0.1", http_port=http,
+                                      grpc_port=grpc, metrics_port=metrics, api_key=self.api_key,
                                       log_file=self.log_dir / f"replica-{index}.log",
                                       **self.server_options)
                 self.replicas.append(Replica(index, server))
-                server.start()
-                if not server.is_ready():
-                    raise ServerStartError(f"replica {index} ({server.http_url}) is live but not "
-                                           f"ready (/v2/health/ready): see {server.log_file}")
+                with _naming(self.replicas[-1]):
+                    server.launch()
+            for replica in self.replicas:
+                server = replica.server
+                with _naming(replica):
+                    server.wait_started()
+                    if not server.is_ready():
+                        raise ServerStartError(f"live but not ready (/v2/health/ready at "
+                                               f"{server.http_url})")
             self.proxy_process = NginxProxy(
                 self.proxy, [r.server.grpc_url for r in self.replicas],
                 [r.server.http_url for r in self.replicas], self.log_dir).start()

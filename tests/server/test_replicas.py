@@ -22,6 +22,7 @@ from tritonlens.client.clip import ClipClient
 from tritonlens.client.sam2 import mask_iou
 from tritonlens.client.sam2.track import (Box, Point, Sam2VideoClient, StreamMisroutedError,
                                           StreamReplicaLostError)
+from tritonlens.serve.launcher import ServerStartError, check_port_free, free_port
 from tritonlens.serve.replicas import ProxySettings, ReplicaSet, find_nginx, read_access_log
 
 FRAMES = 6
@@ -33,7 +34,21 @@ LOGIT_TOL = 1e-3
 
 
 @pytest.fixture(scope="module")
-def replica_set(repo, tmp_path_factory):
+def metrics_base():
+    """A port P with P + 1 free too: replica i's metrics port is P + i."""
+    for _ in range(100):
+        base = free_port()
+        if base < 65535:
+            try:
+                check_port_free("127.0.0.1", base + 1, "metrics")
+            except ServerStartError:
+                continue
+            return base
+    pytest.fail("no two consecutive free ports")
+
+
+@pytest.fixture(scope="module")
+def replica_set(repo, tmp_path_factory, metrics_base):
     try:
         find_nginx()
     except RuntimeError as err:
@@ -41,7 +56,7 @@ def replica_set(repo, tmp_path_factory):
     logs = tmp_path_factory.mktemp("replica_logs")
     with ReplicaSet(repo, 2, ProxySettings(grpc_port=0, http_port=0, max_body_size=MAX_BODY,
                                            fail_timeout_s=30),
-                    log_dir=logs, model_control_mode="explicit",
+                    log_dir=logs, model_control_mode="explicit", metrics_port=metrics_base,
                     load_models=["sam2_track", "clip_classify"]) as rs:
         yield rs
 
@@ -156,6 +171,17 @@ def test_without_header_the_failure_is_named(replica_set, videos, protocol):
     # With the header, the same client class tracks the same clip fine.
     assert len(list(Sam2VideoClient(replica_set.url(protocol), protocol).track(
         videos["chelsea"], PROMPTS))) == FRAMES
+
+
+def test_replicas_start_together_metrics_on_p_plus_i(replica_set, metrics_base):
+    """Every replica's process was launched before the first one finished starting (they
+    load at the same time), and replica i serves Prometheus metrics on P + i."""
+    servers = [r.server for r in replica_set.replicas]
+    assert max(s.launched_at for s in servers) < min(s.started_at for s in servers)
+    for index, server in enumerate(servers):
+        assert server.metrics_url == f"http://127.0.0.1:{metrics_base + index}/metrics"
+        with urllib.request.urlopen(server.metrics_url, timeout=10) as resp:
+            assert b'model="clip_classify"' in resp.read()
 
 
 def test_replica_dies_mid_stream(replica_set, videos, direct):

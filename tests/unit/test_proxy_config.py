@@ -5,11 +5,17 @@ nginx accepts it (``nginx -t``; `make setup` installs nginx)."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tritonlens.serve.replicas import DEFAULT_MAX_BODY_SIZE, ProxySettings, find_nginx, render_nginx_config
+from tritonlens.serve.replicas import (DEFAULT_MAX_BODY_SIZE, ProxySettings, ReplicaSet, find_nginx,
+                                       free_ports, render_nginx_config)
+
+TRITONLENS = str(Path(sys.executable).parent / "tritonlens")
 
 GRPC = ["127.0.0.1:9101", "127.0.0.1:9111"]
 HTTP = ["127.0.0.1:9100", "127.0.0.1:9110"]
@@ -78,3 +84,36 @@ def test_nginx_accepts_the_config(tmp_path, settings):
                             "-e", str(tmp_path / "error.log")], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert "syntax is ok" in check.stderr
+
+
+def test_metrics_port_of_replica_i_is_p_plus_i(tmp_path):
+    """``--metrics-port P`` with ``--replicas N``: replica i serves metrics on P + i (0: free
+    ports, chosen at start); the range must stay clear of the proxy's ports and below 65536."""
+    proxy = ProxySettings(grpc_port=18001, http_port=18000)
+    assert ReplicaSet(tmp_path, 3, proxy, metrics_port=19002).metrics_ports == [19002, 19003, 19004]
+    assert ReplicaSet(tmp_path, 3, proxy).metrics_ports == []
+    with pytest.raises(ValueError, match="include the proxy's port 18000"):
+        ReplicaSet(tmp_path, 3, proxy, metrics_port=17999)
+    with pytest.raises(ValueError, match="within 1..65535"):
+        ReplicaSet(tmp_path, 2, proxy, metrics_port=65535)
+
+
+def test_busy_replica_metrics_port_is_refused_before_any_start(tmp_path):
+    """`tritonlens serve --replicas 2 --metrics-port P` with P + 1 taken names replica 1's
+    port before starting anything (the repository is empty: nothing could load anyway)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        busy = listener.getsockname()[1]
+        run = subprocess.run([TRITONLENS, "serve", "--repo", str(tmp_path), "--replicas", "2",
+                              "--http-port", "0", "--grpc-port", "0", "--metrics-port", str(busy - 1)],
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    output = " ".join((run.stdout + run.stderr).split())
+    assert f"replica 1 metrics port {busy} on 127.0.0.1 is already in use" in output, output
+    assert "starting" in output and "replica-0.log" not in output
+
+
+def test_free_ports_are_distinct():
+    ports = free_ports("127.0.0.1", 12, exclude={8000})
+    assert len(set(ports)) == 12 and 8000 not in ports
