@@ -52,8 +52,6 @@ class ModelSpec:
         inputs / outputs: the config's tensors, in config order.
         parameters: the config's ``parameters`` (key -> ``string_value``).
         default_model_filename: the config's, "" when not set.
-        max_sequence_idle_us: the sequence batcher's ``max_sequence_idle_microseconds``
-            (0 without a sequence batcher).
     """
 
     name: str
@@ -62,7 +60,6 @@ class ModelSpec:
     outputs: list[TensorSpec]
     parameters: dict[str, str] = field(default_factory=dict)
     default_model_filename: str = ""
-    max_sequence_idle_us: int = 0
 
     def text(self, key: str, default=_REQUIRED) -> str:
         """The parameter ``key``, or ``default`` when the config has none.
@@ -139,6 +136,4 @@ def read_model_config(model_config_json: str) -> ModelSpec:
         outputs=specs(cfg.get("output", [])),
         parameters={k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()},
         default_model_filename=cfg.get("default_model_filename", ""),
-        max_sequence_idle_us=int(cfg.get("sequence_batching", {}).get(
-            "max_sequence_idle_microseconds", 0)),
     )

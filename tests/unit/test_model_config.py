@@ -11,7 +11,6 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonlens.export.config import Tensor, model_config
-from tritonlens.export.sam2.tracker import sequence_batching
 from tritonlens.serve.model_config import ConfigError, read_model_config
 
 PIXELS = [Tensor("pixels", "uint8", (8, 8, 3))]
@@ -46,13 +45,3 @@ def test_model_reads_the_config_the_export_writes():
         spec.integer("bad_int")
     with pytest.raises(ConfigError, match="'bad_int' must be true or false"):
         spec.flag("bad_int", False)
-
-
-def test_sequence_idle_limit_is_read():
-    config = model_config("tracker", "python", PIXELS, EMBEDDING,
-                          batching=sequence_batching(3_000_000, 2))
-    spec = read_model_config(as_triton_json(config))
-    assert spec.max_batch_size == 0
-    assert spec.max_sequence_idle_us == config.sequence_batching.max_sequence_idle_microseconds
-    assert read_model_config(as_triton_json(model_config(
-        "plain", "python", PIXELS, EMBEDDING, batching="none"))).max_sequence_idle_us == 0
