@@ -88,7 +88,8 @@ def memory_curve(weights, size: int, long: int) -> list[tuple[int, int, float]]:
         fpn = model.forward_image(frame_pixels(image, size)[None])["backbone_fpn"]
     features = FrameFeatures(fpn[2], fpn[0], fpn[1])
     prompts = parse_prompts(np.array([[170.0, 120.0], [60.0, 60.0]], np.float32),
-                            np.array([1, 1], np.int32), np.array([1, 2], np.int32))
+                            np.array([1, 1], np.int32), np.array([1, 2], np.int32),
+                            (image.height, image.width))
     tracker.start("s")
     rows = []
     for t in range(long):
