@@ -49,9 +49,9 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from tritonlens.bench.monitor import process_label
+from tritonlens.bench.monitor import load_average, model_stats, process_label, stats_delta
 from tritonlens.bench.profiles import tree_memory
-from tritonlens.bench.streams import isa, load_average
+from tritonlens.export.onnx_variants import host_isa
 
 COMPOSING = ("clip_preprocess", "clip_image_encoder", "clip_zero_shot")
 LARGE_SIZE = (4032, 3024)  # 12 MP, a phone camera's photo
@@ -102,38 +102,17 @@ class ClipPathResult:
         return self.raw_core_ms / (self.raw_core_ms + pre)
 
 
-def model_stats(client, models) -> dict[str, dict]:
-    out = {}
-    for name in models:
-        rows = client.connection.get_inference_statistics(name, as_json=True)["model_stats"]
-        if not rows:
-            continue
-        infer = rows[0].get("inference_stats", {})
-        batch_stats = rows[0].get("batch_stats", [])
-        out[name] = {"requests": int(infer.get("success", {}).get("count", 0)),
-                     "executions": int(rows[0].get("execution_count", 0)),
-                     "queue": int(infer.get("queue", {}).get("ns", 0)),
-                     # per execution (a batch counted once), not per request
-                     **{k: sum(int(b.get(k, {}).get("ns", 0)) for b in batch_stats)
-                        for k in ("compute_input", "compute_infer", "compute_output")},
-                     "batches": {int(b["batch_size"]): int(b["compute_infer"]["count"])
-                                 for b in batch_stats}}
-    return out
-
-
 def print_stats(before: dict, after: dict, images: int) -> None:
+    """One table row per model of what Triton did between two :func:`model_stats` snapshots:
+    queue ms per request, compute ms per image (``images`` photos went through)."""
     print("| model | requests | executions | queue ms/request | input ms/img | infer ms/img | "
           "output ms/img | batch sizes |\n|---|---|---|---|---|---|---|---|")
-    for name, a in after.items():
-        b = before.get(name, {})
-        d = {k: a[k] - b.get(k, 0) for k in ("requests", "executions", "queue", "compute_input",
-                                              "compute_infer", "compute_output")}
-        batches = {k: v - b.get("batches", {}).get(k, 0) for k, v in a["batches"].items()}
+    for name, d in stats_delta(after, before).items():
         per = lambda k: d[k] / max(1, images) / 1e6  # noqa: E731
-        queue = d["queue"] / max(1, d["requests"]) / 1e6
+        queue = d["queue_ns"] / max(1, d["requests"]) / 1e6
         print(f"| {name} | {d['requests']} | {d['executions']} | {queue:.1f} | "
-              f"{per('compute_input'):.2f} | {per('compute_infer'):.1f} | "
-              f"{per('compute_output'):.2f} | {dict(sorted(b for b in batches.items() if b[1]))} |")
+              f"{per('compute_input_ns'):.2f} | {per('compute_infer_ns'):.1f} | "
+              f"{per('compute_output_ns'):.2f} | {d['batches']} |")
 
 
 def cpu_seconds(server_pid: int) -> dict[str, float]:
@@ -195,7 +174,7 @@ def measure(repo: Path, workdir: Path, *, images: int = 128, rounds: int = 2,
     from tritonlens.serve.resources import usable_cores
 
     cores = usable_cores()
-    print(f"ISA: {isa()}; usable cores {cores}; load {load_average()}")
+    print(f"ISA: {host_isa()}; usable cores {cores}; load {load_average()}")
     photos = write_sample_photos(workdir / "photos")
     data = [p.read_bytes() for p in photos]
     params = parse_config(repo / "clip_preprocess" / "config.pbtxt").parameters
@@ -214,7 +193,7 @@ def measure(repo: Path, workdir: Path, *, images: int = 128, rounds: int = 2,
           f"(in-process, one core); load {load_average()}")
     curve = onnxruntime_encoder(repo / "clip_image_encoder" / "1" / "model.onnx", pixels,
                                 [1, 4, 8, 16, 32], 6.0, cores)
-    result = ClipPathResult(isa(), cores, dict(curve.images_per_s),
+    result = ClipPathResult(host_isa(), cores, dict(curve.images_per_s),
                             {"decode": float(np.mean(decode_ms)),
                              "transform": float(np.mean(transform_ms))})
     del curve

@@ -8,10 +8,14 @@ watched too, because on one host the client takes CPU from the server.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import psutil
+
+COUNTERS = ("requests", "executions", "queue_ns", "compute_input_ns", "compute_infer_ns",
+            "compute_output_ns")
 
 
 def process_label(proc: psutil.Process) -> str:
@@ -26,6 +30,48 @@ def process_label(proc: psutil.Process) -> str:
         # .../<repo>/<model>/<version>/model.py
         return "stub:" + (parts[-3] if len(parts) >= 3 else cmdline[1])
     return proc.name()
+
+
+def load_average() -> str:
+    """The host's load average over 1 / 5 / 15 minutes, as "1.23/0.98/0.75"."""
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def model_stats(client, models) -> dict[str, dict]:
+    """Triton's cumulative statistics of ``models`` (those the server reports), per model:
+    ``requests`` and ``executions`` (counts); ``queue_ns`` (nanoseconds summed over
+    requests); ``compute_input_ns`` / ``compute_infer_ns`` / ``compute_output_ns``
+    (nanoseconds summed over executions, from ``batch_stats``: ``inference_stats`` count a
+    batch's time once per request in it); ``batches`` ({batch size: executions}).
+
+    ``client`` is a tritonlens client (its ``connection`` is a tritonclient one)."""
+    out = {}
+    for name in models:
+        rows = client.connection.get_inference_statistics(name, as_json=True)["model_stats"]
+        if not rows:
+            continue
+        infer = rows[0].get("inference_stats", {})
+        batch_stats = rows[0].get("batch_stats", [])
+        out[name] = {"requests": int(infer.get("success", {}).get("count", 0)),
+                     "executions": int(rows[0].get("execution_count", 0)),
+                     "queue_ns": int(infer.get("queue", {}).get("ns", 0)),
+                     **{f"{k}_ns": sum(int(b.get(k, {}).get("ns", 0)) for b in batch_stats)
+                        for k in ("compute_input", "compute_infer", "compute_output")},
+                     "batches": {int(b["batch_size"]): int(b["compute_infer"]["count"])
+                                 for b in batch_stats}}
+    return out
+
+
+def stats_delta(after: dict, before: dict) -> dict:
+    """``after - before`` of two :func:`model_stats` snapshots (batch sizes that did not
+    run in between dropped)."""
+    out = {}
+    for name, a in after.items():
+        b = before.get(name, {})
+        out[name] = {k: a[k] - b.get(k, 0) for k in COUNTERS}
+        batches = {k: v - b.get("batches", {}).get(k, 0) for k, v in sorted(a["batches"].items())}
+        out[name]["batches"] = {k: v for k, v in batches.items() if v}
+    return out
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:

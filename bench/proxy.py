@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -28,19 +27,9 @@ from pathlib import Path
 
 import psutil
 
+from tritonlens.bench.host import cpu_model
 from tritonlens.client.clip import ClipClient
 from tritonlens.serve.replicas import NginxProxy, ProxySettings, ReplicaSet
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def process_tree_cpu(pids: list[int]) -> float:

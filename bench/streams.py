@@ -34,55 +34,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from tritonlens.bench.monitor import load_average, model_stats, stats_delta
+from tritonlens.export.onnx_variants import host_isa
+
 MODELS = ("sam2_frame_preprocess", "sam2_image_encoder", "sam2_tracker")
-ISA_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx2", "fma", "avx_vnni")
-
-
-def isa() -> str:
-    """The SIMD extensions of this CPU that matter to the engines (from /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next(line for line in handle if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    return " ".join(f for f in ISA_FLAGS if f in flags) or "none of " + ",".join(ISA_FLAGS)
-
-
-def load_average() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def model_stats(client) -> dict[str, dict]:
-    """Per model: executions, requests, queue ns (summed over requests), compute ns (summed
-    over executions), {batch size: executions}."""
-    out = {}
-    for name in MODELS:
-        stats = client.connection.get_inference_statistics(name, as_json=True)["model_stats"]
-        if not stats:
-            continue
-        row = stats[0]
-        infer = row.get("inference_stats", {})
-        # batch_stats count each execution once; inference_stats count a batch's time once
-        # per request in it
-        compute = sum(int(b.get(k, {}).get("ns", 0)) for b in row.get("batch_stats", [])
-                      for k in ("compute_input", "compute_infer", "compute_output"))
-        out[name] = {"executions": int(row.get("execution_count", 0)),
-                     "requests": int(infer.get("success", {}).get("count", 0)),
-                     "queue_ns": int(infer.get("queue", {}).get("ns", 0)), "compute_ns": compute,
-                     "batches": {int(b["batch_size"]): int(b["compute_infer"]["count"])
-                                 for b in row.get("batch_stats", [])}}
-    return out
-
-
-def delta(after: dict, before: dict) -> dict:
-    out = {}
-    for name, a in after.items():
-        b = before.get(name, {"executions": 0, "requests": 0, "queue_ns": 0, "compute_ns": 0,
-                              "batches": {}})
-        batches = {k: v - b["batches"].get(k, 0) for k, v in a["batches"].items()}
-        out[name] = {k: a[k] - b[k] for k in ("executions", "requests", "queue_ns", "compute_ns")}
-        out[name]["batches"] = {k: v for k, v in sorted(batches.items()) if v}
-    return out
+COMPUTE = ("compute_input_ns", "compute_infer_ns", "compute_output_ns")
 
 
 def stub_pids(server_pid: int) -> list[int]:
@@ -124,13 +80,13 @@ def run(repo: Path, frames: int, counts: list[int], profile: bool, workdir: Path
         client = Sam2VideoClient(f"127.0.0.1:{server.grpc_port}")
         client.check_ready("sam2_track")
         list(client.track(clips["chelsea"][:3], prompts))  # warm-up
-        print(f"{label}ISA: {isa()}; usable cores {len(os.sched_getaffinity(0))}; "
+        print(f"{label}ISA: {host_isa()}; usable cores {len(os.sched_getaffinity(0))}; "
               f"{frames} frames per stream, {photos}\n")
         rows, base = [], None
         for n in counts:
             videos = {f"{photos[i % len(photos)]}-{i}": (clips[photos[i % len(photos)]], prompts)
                       for i in range(n)}
-            before = model_stats(client)
+            before = model_stats(client, MODELS)
             spy = None
             if profile and n == max(counts):
                 spy = [subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", "600",
@@ -146,7 +102,7 @@ def run(repo: Path, frames: int, counts: list[int], profile: bool, workdir: Path
                 proc.wait(30)
             fps = sum(len(r) for r in results.values()) / elapsed
             base = base or fps
-            rows.append((n, fps, fps / base, load_average(), delta(model_stats(client), before)))
+            rows.append((n, fps, fps / base, load_average(), stats_delta(model_stats(client, MODELS), before)))
             print(f"{n} streams: {fps:.2f} frames/s ({fps / base:.2f}x), load {rows[-1][3]}",
                   flush=True)
     print(f"\n{label}\n| streams | frames/s (aggregate) | vs 1 stream | load avg 1/5/15 min |"
@@ -158,9 +114,10 @@ def run(repo: Path, frames: int, counts: list[int], profile: bool, workdir: Path
     for n, _, _, _, stats in rows:
         for name, s in stats.items():
             e, r = max(1, s["executions"]), max(1, s["requests"])
+            compute = sum(s[k] for k in COMPUTE)
             print(f"| {n} | {name} | {s['executions']} | {s['requests']} | "
-                  f"{s['queue_ns'] / r / 1e6:.1f} | {s['compute_ns'] / e / 1e6:.1f} | "
-                  f"{s['compute_ns'] / r / 1e6:.1f} | {s['batches']} |")
+                  f"{s['queue_ns'] / r / 1e6:.1f} | {compute / e / 1e6:.1f} | "
+                  f"{compute / r / 1e6:.1f} | {s['batches']} |")
     if profile:
         for path in sorted(workdir.glob("spy-*.txt")):
             print(f"\npy-spy {path.name}: top stacks")

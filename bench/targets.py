@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 
 from tritonlens.bench import clip_path, streams
+from tritonlens.bench.monitor import load_average
+from tritonlens.export.onnx_variants import host_isa
 
 STREAM_COUNTS = [1, 2, 4, 8]
 TRACK_TARGET, CLIP_TARGET, MEMORY_TARGET_MB = 1.0, 0.95, 1500.0
@@ -85,8 +87,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write every figure here as JSON")
     args = parser.parse_args()
     started = datetime.datetime.now(datetime.timezone.utc)
-    print(f"targets run {started:%Y-%m-%d %H:%M} UTC; ISA {streams.isa()}; "
-          f"load {streams.load_average()}")
+    print(f"targets run {started:%Y-%m-%d %H:%M} UTC; ISA {host_isa()}; "
+          f"load {load_average()}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "sam2").mkdir()
