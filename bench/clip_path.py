@@ -168,7 +168,7 @@ def measure(repo: Path, workdir: Path, *, images: int = 128, rounds: int = 2,
     from tritonlens.client.clip import ClipClient
     from tritonlens.client.demo import write_sample_photos
     from tritonlens.export.config import parse_config
-    from tritonlens.serve import TritonServer
+    from tritonlens.launcher import TritonServer
     from tritonlens.serve.clip_preprocess import clip_transform
     from tritonlens.serve.images import decode
     from tritonlens.serve.resources import usable_cores

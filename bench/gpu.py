@@ -215,7 +215,7 @@ def served_clip(model_name: str, device: str, batches: list[int], repeats: int) 
 
     from tritonlens.client.clip import ClipClient
     from tritonlens.export.clip import ClipExportOptions, export_clip
-    from tritonlens.serve import TritonServer
+    from tritonlens.launcher import TritonServer
 
     torch.manual_seed(0)
     clip = open_clip.create_model(model_name, pretrained=None)

@@ -68,7 +68,7 @@ class PerfAnalyzer:
 
 def _server_libs() -> Path:
     """``nvidia_pytriton.libs`` of the installed server wheel (holds libb64 and libcudart)."""
-    from tritonlens.serve.launcher import find_triton
+    from tritonlens.launcher.install import find_triton
 
     return find_triton().libs
 

@@ -47,7 +47,7 @@ from tritonlens.client.sam2.scenarios import sam2_image_and_click
 from tritonlens.export.clip import ClipExportOptions, export_clip
 from tritonlens.export.clip.export import read_lines
 from tritonlens.export.onnx_variants import INT8_FORMAT, host_isa
-from tritonlens.serve import TritonServer
+from tritonlens.launcher import TritonServer
 
 TEMPLATES = ["a photo of a {}.", "a blurry photo of a {}.", "a close-up photo of a {}."]
 

@@ -29,7 +29,8 @@ import psutil
 
 from tritonlens.bench.host import cpu_model
 from tritonlens.client.clip import ClipClient
-from tritonlens.serve.replicas import NginxProxy, ProxySettings, ReplicaSet
+from tritonlens.launcher.nginx import NginxProxy, ProxySettings
+from tritonlens.launcher.replicas import ReplicaSet
 
 
 def process_tree_cpu(pids: list[int]) -> float:

@@ -244,7 +244,7 @@ def run_bench(options: BenchOptions) -> Path:
         ModelLoadError / ServerStartError: the server or the CLIP models did not come up.
     """
     from tritonlens.client.demo import write_sample_photos
-    from tritonlens.serve import TritonServer
+    from tritonlens.launcher import TritonServer
 
     options = options.resolved()
     started = time.time()

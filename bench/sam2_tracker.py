@@ -105,7 +105,7 @@ def served(size: int, jpegs: dict[str, list[bytes]], checkpoint: Path) -> dict:
     """Frames/s through Triton for 1, 2 and 4 streams, and the encoder's batch sizes."""
     from tritonlens.client.sam2.track import Point, Sam2VideoClient
     from tritonlens.export.sam2 import Sam2ExportOptions, export_sam2
-    from tritonlens.serve import TritonServer
+    from tritonlens.launcher import TritonServer
 
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -67,7 +67,7 @@ def run(repo: Path, frames: int, counts: list[int], profile: bool, workdir: Path
     fresh server (module docstring) and print the tables; returns one row per count:
     (streams, aggregate frames/s, ratio to the first count, load average, model stats)."""
     from tritonlens.client.sam2.track import Point, Sam2VideoClient
-    from tritonlens.serve import TritonServer
+    from tritonlens.launcher import TritonServer
     from tritonlens.serve.sam2.frames import encode_jpeg, pan_zoom_frames
     import skimage.data
 

@@ -157,8 +157,8 @@ def model_analyzer_config(repo: Path, models: list[str], out: Path, perf_analyze
     1..``max_batch_size`` (powers of 2) with dynamic batching, and concurrency
     1..``max_concurrency``.
     """
-    from tritonlens.serve.launcher import (assemble_backend_directory, find_triton, free_port,
-                                           server_environment)
+    from tritonlens.launcher.install import assemble_backend_directory, find_triton, server_environment
+    from tritonlens.launcher.process import free_port
 
     install = find_triton()
     environment = server_environment(install)

@@ -68,7 +68,7 @@ class ModelNotReadyError(TritonLensError):
 
 
 # Triton 2.51's Python backend answers this for every request to an instance whose stub
-# process died (serve/health.py reloads such a model).
+# process died (launcher/health.py reloads such a model).
 STUB_DIED = "is not healthy"
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -84,13 +82,16 @@ def serve(
     given) and nginx on the given ports.
     """
     from tritonlens.client.base import api_key_file
-    from tritonlens.serve import ServerStartError, TritonServer
+    from tritonlens.launcher import ServerStartError, TritonServer
+    from tritonlens.launcher.run import run_until_signal
 
     if replicas > 1:
         from click.core import ParameterSource
 
-        from tritonlens.serve.launcher import ModelLoadError
-        from tritonlens.serve.replicas import ProxyNotFoundError, ProxySettings, ReplicaSet, serve_replicas
+        from tritonlens.launcher import ModelLoadError, ProxyNotFoundError
+        from tritonlens.launcher.nginx import ProxySettings
+        from tritonlens.launcher.replicas import ReplicaSet
+        from tritonlens.launcher.run import serve_replicas
 
         try:
             replica_set = ReplicaSet(
@@ -116,22 +117,7 @@ def serve(
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
 
-    # SIGINT (also when inherited ignored, as in background jobs), SIGTERM (supervisors,
-    # Kubernetes) and SIGHUP (a closed terminal) all stop the server: during start-up at once
-    # (a supervisor must not wait minutes for models to load), afterwards once the main loop
-    # sees the request. Either way ``server.stop()`` runs and cleans up.
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        if not stop.is_set() and started.is_set():
-            stop.set()
-            return
-        raise KeyboardInterrupt
-
-    started = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
-    try:
+    def start() -> None:
         console.print(f"starting tritonserver on {repo} ...")
         server.start()
         print_models(server.repository_index())
@@ -146,18 +132,20 @@ def serve(
                           f"{endpoints}", highlight=False)
         console.print(f"API key for the restricted APIs: {api_key_file(server.http_port)}"
                       "\nCtrl-C to stop", highlight=False)
-        started.set()
-        while not stop.wait(0.5):
-            if server.process.poll() is not None:
-                fail(f"tritonserver exited with code {server.process.returncode}")
-    except ServerStartError as err:
-        fail(str(err))
-    except KeyboardInterrupt:
-        pass
-    finally:
+
+    def poll() -> None:
+        if server.process.poll() is not None:
+            fail(f"tritonserver exited with code {server.process.returncode}")
+
+    def stop() -> None:
         code = server.stop()
         if code is not None:
             console.print(f"tritonserver stopped (exit code {code})")
+
+    try:
+        run_until_signal(start, poll, stop)
+    except ServerStartError as err:
+        fail(str(err))
 
 
 def print_models(index: list[dict], details: dict[str, dict[str, str]] | None = None) -> None:
@@ -221,7 +209,7 @@ def status(url: Url = None, protocol: Protocol = "http",
             config = conn.get_model_config(model["name"], **({"as_json": True} if client.protocol == "grpc" else {}))
             details[model["name"]] = model_details(config.get("config", config))
             restart = config.get("config", config).get("parameters", {}).get("tritonlens.stub_restart")
-            if restart:  # serve/health.py reloaded this model after one of its stubs died
+            if restart:  # launcher/health.py reloaded this model after one of its stubs died
                 model["reason"] = f"recovered: {restart.get('string_value', '')}"
     ready = conn.is_server_ready()
     memory = psutil.virtual_memory()

@@ -56,7 +56,7 @@ def write_sample_photos(out: Path) -> list[Path]:
 def run_demo(repo: Path, options: dict[str, Any], out: Path) -> None:
     """Write the photos, let every plugin export, serve, let every plugin send its
     requests; see the module doc. ``options`` are the demo command's (``Demo.options``)."""
-    from tritonlens.serve import TritonServer
+    from tritonlens.launcher import TritonServer
 
     plugins = load_plugins()
     demo = Demo(repo=repo, photos=write_sample_photos(out), out=out,

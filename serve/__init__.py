@@ -1,18 +1,9 @@
-"""tritonlens.serve: run a real tritonserver locally, and the Python-based backends.
+"""tritonlens.serve: the code Triton's Python-backend stubs load (stub side).
 
-``TritonServer`` and its errors are imported lazily (PEP 562): the Python-backend models
-import ``tritonlens.serve.errors`` / ``.batching`` / ``.images`` inside Triton's stubs, and
-those must not pull in the launcher.
+The hand-written ``model.py`` files of the model repository and tritonlens' Python-based
+``onnxruntime`` / ``pytorch`` backends (``serve/backends/``) import only this component:
+request errors (``errors``), image decoding and bounds (``images``), dynamic batching of
+plain tensors (``batching``), config reading (``model_config``), texts (``texts``), thread
+and memory settings (``resources``), and each family's stub-side code (``clip/``, ``sam2/``).
+Starting and supervising servers on the host is ``tritonlens.launcher``.
 """
-
-import importlib
-
-_NAMES = {"ModelLoadError": "launcher", "ServerStartError": "launcher", "TritonServer": "launcher"}
-
-__all__ = sorted(_NAMES)
-
-
-def __getattr__(name: str):
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)

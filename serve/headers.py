@@ -3,7 +3,7 @@
 * The API key that guards the restricted APIs (shared memory, model repository, logging,
   trace): its header, its environment variable and where a running ``tritonlens serve``
   keeps it. The launcher writes it; tritonlens' clients (``tritonlens.client.base``) read it.
-* The headers of several replicas behind a proxy (``tritonlens.serve.replicas``): every
+* The headers of several replicas behind a proxy (``tritonlens.launcher.replicas``, host side): every
   request of a sequence carries its correlation ID in :data:`SEQUENCE_HEADER` (Triton reads
   it from the request body; the proxy routes on the header, so all frames of a stream reach
   the replica that holds its state), and the proxy names the replica that served each

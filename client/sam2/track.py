@@ -307,7 +307,7 @@ class Sam2VideoClient(TritonClient):
     def _tracker_facts(self, model: str) -> tuple[str, str]:
         """(idle limit, last stub restart) of the tracker behind ``model``, for messages:
         its ``stream_idle_seconds`` parameter, and ``tritonlens.stub_restart`` that
-        ``serve/health.py`` writes when it reloads a tracker whose stub died ("" if never)."""
+        ``launcher/health.py`` writes when it reloads a tracker whose stub died ("" if never)."""
         return self._idle_seconds(model), self._tracker_parameter(model, "tritonlens.stub_restart")
 
     def _tracker_parameter(self, model: str, key: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import (CLIP_TEST_LABELS, CLIP_TEST_MODEL, CLIP_TEST_TEMPLATES,
                             SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE)
 from tests.server.sam2_track_common import export_short_idle_tracker
-from tritonlens.serve import TritonServer
+from tritonlens.launcher import TritonServer
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import CLIP_TEST_LABELS
-from tritonlens.serve.launcher import free_port
+from tritonlens.launcher.process import free_port
 
 TRITONLENS = str(Path(sys.executable).parent / "tritonlens")
 
@@ -147,7 +147,7 @@ def test_wrong_port_or_url_form_names_the_fix(server, photos):
 
 def test_exported_but_not_loaded_says_load_it(repo, photos, tmp_path):
     """A model in the repository but not loaded (explicit model control) was told 'export it'."""
-    from tritonlens.serve import TritonServer
+    from tritonlens.launcher import TritonServer
 
     with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0,
                       model_control_mode="explicit", load_models=["clip_tokenize"],

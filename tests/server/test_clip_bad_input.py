@@ -13,7 +13,7 @@ from PIL import Image
 
 from tritonlens.client.base import InferenceError, ModelNotReadyError, ServerUnreachableError, TritonLensError
 from tritonlens.client.clip import ClipClient, bytes_tensor
-from tritonlens.serve.launcher import free_port
+from tritonlens.launcher.process import free_port
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from torchvision.transforms import Compose
 from tests.conftest import CLIP_TEST_LABELS, CLIP_TEST_TEMPLATES
 from tests.unit.test_clip_tokenizer import CORPUS
 from tritonlens.client.clip import ClipClient, bytes_tensor
-from tritonlens.serve.health import stub_of
+from tritonlens.launcher.health import stub_of
 
 
 def reference_pixels(preprocess, path) -> np.ndarray:

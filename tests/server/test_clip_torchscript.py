@@ -10,7 +10,7 @@ from tests.server.test_clip_parity import cosine, reference_image_embeddings, re
 from tritonlens.client.clip import ClipClient
 from tritonlens.export.clip import ClipExportOptions, export_clip
 from tritonlens.export.config import parse_config
-from tritonlens.serve import TritonServer
+from tritonlens.launcher import TritonServer
 
 
 @pytest.fixture(scope="module")

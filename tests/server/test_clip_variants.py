@@ -21,7 +21,7 @@ from tritonlens.export.clip import ClipExportOptions, ExportError, export_clip
 from tritonlens.export.clip.export import engine_settings
 from tritonlens.export.config import parse_config
 from tritonlens.export.onnx_variants import INT8_FORMAT, host_isa
-from tritonlens.serve import TritonServer
+from tritonlens.launcher import TritonServer
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ prompts refused in the middle of an ensemble.
 
 * A killed stub (Triton 2.51 never restarts it; every request routed to it fails with
   "Stub process ... is not healthy" while the server still says ready) is noticed by the
-  launcher's :class:`~tritonlens.serve.health.StubMonitor`, which reloads its model: requests
+  launcher's :class:`~tritonlens.launcher.health.StubMonitor`, which reloads its model: requests
   succeed again within seconds and the other models serve throughout.
 * A video stream whose tracker stub died has lost its state: the reloaded tracker's config
   says so (``tritonlens.stub_restart``), the stream's next frame is refused, a new stream works.
@@ -34,8 +34,8 @@ from tritonlens.client.base import InferenceError
 from tritonlens.client.clip import ClipClient
 from tritonlens.client.sam2 import Sam2Client
 from tritonlens.client.sam2.track import Point, Sam2VideoClient, StreamEvictedError
-from tritonlens.serve import TritonServer
-from tritonlens.serve.health import LAST_RESTART_PARAMETER, RESTARTS_PARAMETER
+from tritonlens.launcher import TritonServer
+from tritonlens.launcher.health import LAST_RESTART_PARAMETER, RESTARTS_PARAMETER
 
 # Measured on the 2-core test host: detection within 2 polls (1 s), then the reload itself
 # (CLIP encoder ~7 s, SAM 2 tracker ~26 s while other tests load the host).
@@ -133,7 +133,7 @@ def test_killed_tracker_stub_loses_streams_clearly(fault_server, photos):
             results.append(result)
     assert len(results) == 2
     # Triton's sequence batcher of the reloaded tracker no longer holds the stream; the
-    # client says the state was lost and why (the restart record of serve/health.py).
+    # client says the state was lost and why (the restart record of launcher/health.py).
     assert isinstance(lost.value, StreamEvictedError), lost.value
     message = " ".join(str(lost.value).split())
     assert "state was lost when the tracker's stub of sam2_tracker_0_0 died" in message, message

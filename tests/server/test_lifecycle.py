@@ -23,8 +23,8 @@ import pytest
 
 from tritonlens.client.base import API_KEY_HEADER, TritonClient
 from tritonlens.export.config import Tensor, model_config, write_model
-from tritonlens.serve import ServerStartError, TritonServer
-from tritonlens.serve.launcher import check_port_free, free_port
+from tritonlens.launcher import ServerStartError, TritonServer
+from tritonlens.launcher.process import check_port_free, free_port
 
 IDENTITY_PY = '''
 import triton_python_backend_utils as pb_utils

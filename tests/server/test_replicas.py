@@ -1,4 +1,4 @@
-"""Two tritonserver replicas of the session repository behind nginx (serve/replicas.py):
+"""Two tritonserver replicas of the session repository behind nginx (launcher/replicas.py):
 every frame of a tracked stream reaches one replica, a dead replica's streams get a clear
 error while the others go on, and a client without the correlation-ID header is told so.
 
@@ -22,8 +22,10 @@ from tritonlens.client.clip import ClipClient
 from tritonlens.client.sam2 import mask_iou
 from tritonlens.client.sam2.track import (Box, Point, Sam2VideoClient, StreamMisroutedError,
                                           StreamReplicaLostError)
-from tritonlens.serve.launcher import ServerStartError, check_port_free, free_port
-from tritonlens.serve.replicas import ProxySettings, ReplicaSet, find_nginx, read_access_log
+from tritonlens.launcher import ServerStartError
+from tritonlens.launcher.process import check_port_free, free_port
+from tritonlens.launcher.nginx import ProxySettings, find_nginx, read_access_log
+from tritonlens.launcher.replicas import ReplicaSet
 
 FRAMES = 6
 STREAMS = 8

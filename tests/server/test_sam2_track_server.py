@@ -311,8 +311,8 @@ def test_tracker_without_a_valid_idle_limit_fails_to_load(tmp_path, idle, reason
     from tritonlens.export.config import model_config, write_model
     from tritonlens.export.repository import python_model_source
     from tritonlens.export.sam2.tracker import sequence_batching, tracker_tensors
-    from tritonlens.serve import TritonServer
-    from tritonlens.serve.launcher import ModelLoadError
+    from tritonlens.launcher import TritonServer
+    from tritonlens.launcher import ModelLoadError
 
     inputs, outputs = tracker_tensors(SAM2_TEST_IMAGE_SIZE)
     params = {"sam2_config": "configs/sam2.1/sam2.1_hiera_t.yaml", "weights_file": "absent.pt",

@@ -22,7 +22,7 @@ from tritonlens.client.sam2 import Sam2Client, mask_iou
 from tritonlens.export.config import parse_config
 from tritonlens.export.onnx_variants import INT8_FORMAT, host_isa
 from tritonlens.export.sam2 import Sam2ExportOptions, export_sam2
-from tritonlens.serve import TritonServer
+from tritonlens.launcher import TritonServer
 
 MIN_IOU, MIN_MEAN_IOU = 0.85, 0.95
 

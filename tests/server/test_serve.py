@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tritonlens.export.config import Tensor, model_config, write_model
-from tritonlens.serve import ModelLoadError, TritonServer
+from tritonlens.launcher import ModelLoadError, TritonServer
 from tritonlens.serve.batching import TensorSpec, check_input, run_batched
 
 

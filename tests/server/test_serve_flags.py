@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tritonlens.serve.launcher import NO_CUDA_DRIVER_NOTE, free_port
+from tritonlens.launcher.process import NO_CUDA_DRIVER_NOTE, free_port
 
 TRITONLENS = str(Path(sys.executable).parent / "tritonlens")
 CUDA_ERROR = re.compile(r"^E\d{4} .*(CUDA|Cuda|cuda)", re.MULTILINE)

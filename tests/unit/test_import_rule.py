@@ -1,7 +1,8 @@
 """The components import each other in one direction only (README, Layout):
 
-    bench -> client, export, serve     client -> export, serve     export -> serve
-    serve and model_repository/*/model.py -> serve only
+    bench -> client, export, launcher, serve     client -> export, launcher, serve
+    export -> serve     launcher -> serve (host side; what it needs of the stub side)
+    serve and model_repository/*/model.py -> serve only (the code Triton's stubs load)
 
 (``tritonlens.model_repository`` holds no code to import: it is the package data of the
 hand-written Python-backend models, which export and plugins locate through it.)
@@ -21,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {
     "serve": {"serve"},
     "model_repository": {"serve"},
+    "launcher": {"launcher", "serve"},
     "export": {"export", "serve", "model_repository"},
-    "client": {"client", "export", "serve", "model_repository"},
-    "bench": {"bench", "client", "export", "serve", "model_repository"},
+    "client": {"client", "export", "launcher", "serve", "model_repository"},
+    "bench": {"bench", "client", "export", "launcher", "serve", "model_repository"},
 }
 
 

@@ -13,9 +13,10 @@ import yaml
 
 from tritonlens.bench.perf_analyzer import redacted
 from tritonlens.client.base import API_KEY_HEADER, api_key_file, api_key_headers, find_api_key
-from tritonlens.serve import ServerStartError, TritonServer
-from tritonlens.serve.launcher import (PYTHON_BASED_BACKENDS, RESTRICTED_APIS, TritonInstall,
-                                       check_port_free)
+from tritonlens.launcher import ServerStartError, TritonServer
+from tritonlens.launcher.flags import RESTRICTED_APIS
+from tritonlens.launcher.install import PYTHON_BASED_BACKENDS, TritonInstall
+from tritonlens.launcher.process import check_port_free
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
 

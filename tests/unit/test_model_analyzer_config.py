@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from tritonlens.bench.tuning import model_analyzer_config
-from tritonlens.serve.launcher import find_triton
+from tritonlens.launcher.install import find_triton
 
 
 def test_config_launches_the_wheel_server_locally(tmp_path):

@@ -1,5 +1,5 @@
-"""The nginx config that ``tritonlens serve --replicas N`` writes (serve/replicas.py and
-serve/nginx/tritonlens.conf.template): what it routes on, its bounds, and that Debian's
+"""The nginx config that ``tritonlens serve --replicas N`` writes (launcher/replicas.py and
+launcher/templates/tritonlens.conf.template): what it routes on, its bounds, and that Debian's
 nginx accepts it (``nginx -t``; `make setup` installs nginx)."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tritonlens.serve.replicas import (DEFAULT_MAX_BODY_SIZE, ProxySettings, ReplicaSet, find_nginx,
-                                       free_ports, render_nginx_config)
+from tritonlens.launcher.nginx import DEFAULT_MAX_BODY_SIZE, ProxySettings, find_nginx, render_nginx_config
+from tritonlens.launcher.process import free_ports
+from tritonlens.launcher.replicas import ReplicaSet
 
 TRITONLENS = str(Path(sys.executable).parent / "tritonlens")
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tritonlens.serve.launcher import TritonServer, check_extra_args
+from tritonlens.launcher import TritonServer
+from tritonlens.launcher.flags import check_extra_args
 
 TRITONLENS = str(Path(sys.executable).parent / "tritonlens")
 

@@ -1,8 +1,8 @@
-"""serve/health.py without a server: reading a Python-backend stub's command line."""
+"""launcher/health.py without a server: reading a Python-backend stub's command line."""
 
 from pathlib import Path
 
-from tritonlens.serve.health import stub_of
+from tritonlens.launcher.health import stub_of
 
 
 def stub_cmdline(repo: Path, model_file: str, instance: str) -> list[str]:

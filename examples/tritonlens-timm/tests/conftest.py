@@ -71,7 +71,7 @@ def timm_repo(tmp_path_factory, timm_checkpoints) -> Path:
 @pytest.fixture(scope="session")
 def timm_server(timm_repo, tmp_path_factory):
     """A real tritonserver on the timm repository (free ports), for the whole session."""
-    from tritonlens.serve import TritonServer
+    from tritonlens.launcher import TritonServer
 
     log = tmp_path_factory.mktemp("timm_logs") / "tritonserver.log"
     with TritonServer(timm_repo, http_port=0, grpc_port=0, metrics_port=0, log_file=log) as server:

@@ -35,17 +35,17 @@ answers not-ready and a supervisor or Kubernetes probe replaces the server.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
+
+from tritonlens.launcher.admin import TritonAdmin
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ class StubMonitor:
         self.repository = Path(repository)
         self.http_url = http_url
         self.headers = dict(headers or {})
+        self.admin = TritonAdmin(http_url, self.headers)
         self.interval = interval
         self.load_timeout = load_timeout
         self.events: list[StubEvent] = []
@@ -154,13 +155,6 @@ class StubMonitor:
         return [s for pid, s in self._known.items() if pid not in self._handled]
 
     # -- acting ------------------------------------------------------------------------
-    def _request(self, path: str, body: bytes | None = None) -> bytes:
-        req = urllib.request.Request(f"http://{self.http_url}{path}", data=body,
-                                     method="POST" if body is not None else "GET",
-                                     headers={"Content-Type": "application/json", **self.headers})
-        with urllib.request.urlopen(req, timeout=self.load_timeout) as resp:
-            return resp.read()
-
     def reload(self, model: str, dead: list[Stub]) -> None:
         """Load ``model`` again with its own config plus the restart parameters (module
         docstring), which replaces all its instances with fresh stubs.
@@ -169,7 +163,7 @@ class StubMonitor:
             urllib.error.URLError / HTTPError: the server refused or failed the load; the
                 model is then UNAVAILABLE (not ready).
         """
-        config = json.loads(self._request(f"/v2/models/{model}/config"))
+        config = self.admin.model_config(model)
         params = config.setdefault("parameters", {})
         count = int(params.get(RESTARTS_PARAMETER, {}).get("string_value", "0") or 0) + 1
         when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -177,13 +171,12 @@ class StubMonitor:
         params[LAST_RESTART_PARAMETER] = {"string_value": (
             f"stub of {', '.join(s.instance for s in dead)} died at {when}; model reloaded "
             "(state held by that model, e.g. video streams, was lost)")}
-        body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
-        self._request(f"/v2/repository/models/{model}/load", body)
+        self.admin.load(model, config, timeout=self.load_timeout)
 
     def _ready_models(self) -> set[str]:
         """Names of the models the repository index reports READY (empty if unreadable)."""
         try:
-            index = json.loads(self._request("/v2/repository/index", b"{}"))
+            index = self.admin.repository_index()
         except (urllib.error.URLError, OSError, ValueError):
             return set()
         return {m["name"] for m in index if m.get("state") == "READY"}
