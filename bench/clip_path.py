@@ -12,7 +12,7 @@ it is), then prints, with the load average beside every figure:
    ONNX file, in this process, at batch sizes 1-32 with the host's cores as threads (the
    best batch is the reference), on pixels already decoded and resized.
 2. **In-process pre-processing**: decode + open_clip's transform
-   (``tritonlens.serve.clip_preprocess``, what the stub runs) per photo, in ms.
+   (``tritonlens.serve.clip.preprocess``, what the stub runs) per photo, in ms.
 3. **Served classify**: ``clip_classify`` (photo bytes in, probabilities out) with
    ``ClipClient.probabilities`` (``--images`` photos per round, ``--concurrency`` requests
    in flight; photos per request: the raw encoder's best batch, then the server's max batch
@@ -148,10 +148,11 @@ def set_jpeg_draft(repo: Path, on: bool) -> None:
     from google.protobuf import text_format
 
     from tritonlens.export.config import parse_config
+    from tritonlens.serve.clip import names
 
     path = repo / "clip_preprocess" / "config.pbtxt"
     config = parse_config(path)
-    config.parameters["jpeg_draft"].string_value = "true" if on else "false"
+    config.parameters[names.JPEG_DRAFT].string_value = "true" if on else "false"
     path.write_text(text_format.MessageToString(config))
 
 
@@ -169,7 +170,8 @@ def measure(repo: Path, workdir: Path, *, images: int = 128, rounds: int = 2,
     from tritonlens.client.demo import write_sample_photos
     from tritonlens.export.config import parse_config
     from tritonlens.launcher import TritonServer
-    from tritonlens.serve.clip_preprocess import clip_transform
+    from tritonlens.serve.clip import names
+    from tritonlens.serve.clip.preprocess import FILTERS, ClipPreprocess, clip_transform
     from tritonlens.serve.images import decode
     from tritonlens.serve.resources import usable_cores
 
@@ -178,13 +180,16 @@ def measure(repo: Path, workdir: Path, *, images: int = 128, rounds: int = 2,
     photos = write_sample_photos(workdir / "photos")
     data = [p.read_bytes() for p in photos]
     params = parse_config(repo / "clip_preprocess" / "config.pbtxt").parameters
-    size = int(params["image_size"].string_value)
+    preprocess = ClipPreprocess(size=int(params[names.IMAGE_SIZE].string_value),
+                                resize_mode=params[names.RESIZE_MODE].string_value,
+                                interpolation=params[names.INTERPOLATION].string_value)
     pixels, decode_ms, transform_ms = [], [], []
     for blob in data:
         t0 = time.perf_counter()
-        image = decode(blob, 64 << 20, 50_000_000, False, 100.0)
+        image = decode(blob, preprocess.max_bytes, preprocess.max_pixels, False, preprocess.max_aspect_ratio)
         t1 = time.perf_counter()
-        pixels.append(clip_transform(image, size, "shortest", Image.BICUBIC))
+        pixels.append(clip_transform(image, preprocess.size, preprocess.resize_mode,
+                                     FILTERS[preprocess.interpolation]))
         t2 = time.perf_counter()
         decode_ms.append((t1 - t0) * 1e3)
         transform_ms.append((t2 - t1) * 1e3)

@@ -4,7 +4,7 @@ CLIP reads a text's first ``context_length`` tokens (77: start token, 75 BPE tok
 token) and open_clip truncates the rest, but only *after* cleaning (ftfy, HTML unescape) and
 BPE-encoding the whole text, whose BPE is quadratic in a word's length: measured on this
 project's host, one 16 KiB word took 17 s and a 10 MB text held the tokenizer for minutes.
-serve/clip_tokenizer.py (same tokens, BPE in Rust) takes 7 ms for that word, but its
+serve/clip/tokenizer.py (same tokens, BPE in Rust) takes 7 ms for that word, but its
 cleaning and pre-tokenizing still take 10 s for 10 MB. Cutting a text to a prefix is not
 provably the same tokens (ftfy fixes a line as a whole; BPE merges within a word depend on
 the whole word), so a text over ``max_bytes`` is refused, never silently changed; texts
@@ -19,7 +19,7 @@ from tritonlens.serve.errors import RequestError
 # 270 characters (measured on the README); the longest token in CLIP's vocabulary is 32 bytes
 # (a run of 8 emoji), so only texts of emoji runs could need more. Worst case measured at
 # this bound with open_clip's tokenizer: 0.5 s (2048 random letters, one word; 2 ms with
-# serve/clip_tokenizer.py); ordinary text: about 10 ms.
+# serve/clip/tokenizer.py); ordinary text: about 10 ms.
 DEFAULT_MAX_TEXT_BYTES = 2048
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonlens.client.plugins import BenchInputs, Scenario, Streams
+from tritonlens.serve.clip import names
 
 
 def _clip_parameters(repo: Path) -> dict[str, str]:
@@ -30,9 +31,9 @@ def clip_pixels(inputs: BenchInputs) -> list[np.ndarray]:
 
         params = _clip_parameters(inputs.repo)
         transform = open_clip.image_transform(
-            int(params["image_size"]), is_train=False,
-            resize_mode=params.get("resize_mode", "shortest"),
-            interpolation=params.get("interpolation", "bicubic"))
+            int(params[names.IMAGE_SIZE]), is_train=False,
+            resize_mode=params.get(names.RESIZE_MODE, names.DEFAULT_RESIZE_MODE),
+            interpolation=params.get(names.INTERPOLATION, names.DEFAULT_INTERPOLATION))
         to_pixels = transform.transforms[:-2]  # drop ToTensor and Normalize
         pixels = []
         for photo in inputs.photos:

@@ -28,6 +28,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from tritonlens.client.base import REPLICA_HEADER, InferenceError, TritonClient, TritonLensError
+from tritonlens.serve.sam2.names import STREAM_IDLE_SECONDS
 
 ENSEMBLE = "sam2_track"
 OUTPUTS = ("object_ids", "masks", "mask_logits", "object_scores", "frame_index")
@@ -330,7 +331,7 @@ class Sam2VideoClient(TritonClient):
     def _idle_seconds(self, model: str) -> str:
         """The idle limit of the tracker behind ``model`` (its ``stream_idle_seconds``
         parameter, found through the ensemble's steps), for messages."""
-        value = self._tracker_parameter(model, "stream_idle_seconds")
+        value = self._tracker_parameter(model, STREAM_IDLE_SECONDS)
         return f"{value} s" if value else "its idle limit"
 
     def track(self, video: str | Path | Iterable[np.ndarray | bytes],

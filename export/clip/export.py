@@ -34,10 +34,11 @@ from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config,
 from tritonlens.export.core import ExportError, ExportOptions, save_graph
 from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters
 from tritonlens.export.repository import python_model_source
+from tritonlens.serve.clip import names
+from tritonlens.serve.clip.names import (DEFAULT_INTERPOLATION, DEFAULT_RESIZE_MODE, INTERPOLATIONS,
+                                         RESIZE_MODES)
 from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
-RESIZE_MODES = ("shortest", "squash")
-INTERPOLATIONS = ("bicubic", "bilinear")
 
 
 @dataclass(kw_only=True)
@@ -71,7 +72,7 @@ class ClipExportOptions(ExportOptions):
             None: yes, except in the low-memory profile (zero-shot classification needs no
             text model at serving time: the label embeddings are graph constants).
         jpeg_draft: clip_preprocess decodes JPEGs with libjpeg's DCT scaling to the smallest
-            size >= 2 x the input size (``serve.clip_preprocess.ClipPreprocess``): a 12 MP
+            size >= 2 x the input size (``serve.clip.preprocess.ClipPreprocess``): a 12 MP
             photo's preprocessing 142 -> 29 ms, pixels within a few levels of open_clip's
             full decode instead of identical. Off by default (exact parity).
     """
@@ -255,9 +256,9 @@ def export_clip(options: ClipExportOptions, repo: Path,
     size = cfg["size"][0] if isinstance(cfg["size"], (tuple, list)) else cfg["size"]
     if isinstance(cfg["size"], (tuple, list)) and cfg["size"][0] != cfg["size"][1]:
         raise ExportError(f"{options.model}: non-square input {cfg['size']} is not supported")
-    if cfg.get("resize_mode", "shortest") not in RESIZE_MODES:
+    if cfg.get("resize_mode", DEFAULT_RESIZE_MODE) not in RESIZE_MODES:
         raise ExportError(f"{options.model}: resize_mode {cfg['resize_mode']!r} not supported")
-    if cfg.get("interpolation", "bicubic") not in INTERPOLATIONS:
+    if cfg.get("interpolation", DEFAULT_INTERPOLATION) not in INTERPOLATIONS:
         raise ExportError(f"{options.model}: interpolation {cfg['interpolation']!r} not supported")
     context_length = int(getattr(clip, "context_length", 77))
     logit_bias = getattr(clip, "logit_bias", None)
@@ -332,12 +333,13 @@ def export_clip(options: ClipExportOptions, repo: Path,
     preprocess_config = model_config(
         name("preprocess"), "python", [Tensor("image", "bytes", (1,))], [pixels],
         max_batch_size=mbs, max_queue_delay_us=0, instance_count=preprocess_instances,
-        parameters={"image_size": str(size), "resize_mode": cfg.get("resize_mode", "shortest"),
-                    "interpolation": cfg.get("interpolation", "bicubic"),
+        parameters={names.IMAGE_SIZE: str(size),
+                    names.RESIZE_MODE: cfg.get("resize_mode", DEFAULT_RESIZE_MODE),
+                    names.INTERPOLATION: cfg.get("interpolation", DEFAULT_INTERPOLATION),
                     "max_image_pixels": str(DEFAULT_MAX_PIXELS),
                     "max_image_bytes": str(DEFAULT_MAX_BYTES),
-                    "apply_exif_orientation": "false",
-                    "jpeg_draft": "true" if options.jpeg_draft else "false",
+                    names.APPLY_EXIF_ORIENTATION: "false",
+                    names.JPEG_DRAFT: "true" if options.jpeg_draft else "false",
                     "tritonlens.family": "clip",
                     "tritonlens.profile": options.profile})
     write_model(repo, preprocess_config, {"model.py": python_model_source("clip_preprocess")},

@@ -27,6 +27,7 @@ from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config,
                                       model_config, parse_config, warmup_image, write_model)
 from tritonlens.export.repository import python_model_source
 from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from tritonlens.serve.sam2 import names
 
 WEIGHTS_FILE = "sam2_tracker.pt"
 # Triton's own limits, relative to the tracker's (see sequence_batching): its idle eviction
@@ -189,8 +190,8 @@ def export_sam2_tracker(sam: torch.nn.Module, repo: Path, options: TrackerExport
         instance_kind=options.instance_kind,
         parameters={**common, "sam2_config": options.sam2_config, "weights_file": WEIGHTS_FILE,
                     "threads": str(threads), "compile": str(options.compile).lower(),
-                    "max_streams": str(options.max_streams),
-                    "stream_idle_seconds": f"{options.idle_us / 1e6:g}"})
+                    names.MAX_STREAMS: str(options.max_streams),
+                    names.STREAM_IDLE_SECONDS: f"{options.idle_us / 1e6:g}"})
     buffer = io.BytesIO()
     torch.save(tracker_state_dict(sam), buffer)
     write_model(repo, config, {"model.py": python_model_source("sam2_tracker"),

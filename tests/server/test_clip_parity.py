@@ -75,7 +75,7 @@ def test_text_embeddings_match_open_clip(server, clip_reference, protocol):
 
 
 def test_tokenizer_equals_open_clip(server, clip_reference):
-    """The served tokenizer (serve/clip_tokenizer.py, no torch) over the unit corpus: ASCII
+    """The served tokenizer (serve/clip/tokenizer.py, no torch) over the unit corpus: ASCII
     to emoji and CJK, HTML entities, mojibake, texts at the 2048-byte bound, truncation."""
     _, _, tokenizer = clip_reference
     texts = ["a photo of a cat", "ÅngströM  spaces\tand\nnewlines", "x " * 200, *CORPUS]

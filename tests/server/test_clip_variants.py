@@ -139,7 +139,7 @@ def test_jpeg_draft_preprocess_scales_large_jpegs(variants, photos):
     import tritonclient.grpc as grpcclient
     from PIL import Image
 
-    from tritonlens.serve.clip_preprocess import ClipPreprocess
+    from tritonlens.serve.clip.preprocess import ClipPreprocess
 
     repo, server = variants
     params = parse_config(repo / "clip_draft_preprocess" / "config.pbtxt").parameters

@@ -1,4 +1,4 @@
-"""serve/clip_tokenizer: token for token equal to ``open_clip.get_tokenizer`` (in-process),
+"""serve/clip/tokenizer: token for token equal to ``open_clip.get_tokenizer`` (in-process),
 without importing torch.
 
 The corpus covers what the cleaning, the pre-tokenizer and the BPE each handle: ASCII,
@@ -18,7 +18,7 @@ import numpy as np
 import open_clip
 import pytest
 
-from tritonlens.serve.clip_tokenizer import ClipTokenizer, uses_simple_tokenizer
+from tritonlens.serve.clip.tokenizer import ClipTokenizer, uses_simple_tokenizer
 from tritonlens.serve.texts import DEFAULT_MAX_TEXT_BYTES
 
 BOUND = DEFAULT_MAX_TEXT_BYTES
@@ -125,7 +125,7 @@ def test_which_models_use_simple_tokenizer():
 def test_does_not_import_torch(reference):
     """The point of this module: the tokenizer stub stays free of torch (~1 GB)."""
     code = ("import sys\n"
-            "from tritonlens.serve.clip_tokenizer import ClipTokenizer\n"
+            "from tritonlens.serve.clip.tokenizer import ClipTokenizer\n"
             "ids = ClipTokenizer(77)(['A photo of a cat.'])\n"
             "assert 'torch' not in sys.modules and 'open_clip' not in sys.modules\n"
             "print(' '.join(map(str, ids[0])))\n")

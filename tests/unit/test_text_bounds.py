@@ -10,7 +10,7 @@ import open_clip
 import pytest
 
 from tritonlens.serve.errors import RequestError
-from tritonlens.serve.clip_tokenizer import ClipTokenizer, tokenizer_for
+from tritonlens.serve.clip.tokenizer import ClipTokenizer, tokenizer_for
 from tritonlens.serve.texts import DEFAULT_MAX_TEXT_BYTES, decode_text, decode_texts
 
 

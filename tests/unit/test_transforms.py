@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tritonlens.serve.clip_preprocess import FILTERS, ClipPreprocess, clip_transform
+from tritonlens.serve.clip.preprocess import FILTERS, ClipPreprocess, clip_transform
 from tritonlens.serve.images import ImageError
 from tritonlens.serve.sam2.frames import frame_pixels, preprocess_frame
 from tritonlens.serve.sam2.preprocess import Sam2Preprocess, one_item, sam2_transform

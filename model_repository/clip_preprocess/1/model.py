@@ -5,7 +5,7 @@ Output ``pixels`` UINT8 [S, S, 3] (S = the model's image size, e.g. 224), RGB.
 
 This is open_clip's eval transform (``open_clip.transform.image_transform`` with
 ``is_train=False``) with Pillow only, no torch in this process:
-``tritonlens.serve.clip_preprocess`` (its module docstring gives the steps; unit-tested
+``tritonlens.serve.clip.preprocess`` (its module docstring gives the steps; unit-tested
 against open_clip). This file only reads the config and the tensors.
 
 EXIF orientation is NOT applied, because open_clip does not apply it (``Image.open`` keeps
@@ -23,7 +23,7 @@ header: the shortest-side resize would otherwise build an S x (S * ratio) interm
 
 import triton_python_backend_utils as pb_utils
 
-from tritonlens.serve.clip_preprocess import ClipPreprocess
+from tritonlens.serve.clip.preprocess import ClipPreprocess
 from tritonlens.serve.errors import input_array, respond_each
 from tritonlens.serve.model_config import read_model_config
 

@@ -12,7 +12,7 @@ INVALID_ARGUMENT / HTTP 400) before any tokenizing: the bound keeps one text's w
 A request holds at most ``max_batch_size`` texts (Triton refuses more).
 
 Models that use open_clip's ``SimpleTokenizer`` (OpenAI-style CLIP: ViT-B-32, ViT-S-32,
-ViT-L-14, RN50, ...) are tokenized by ``tritonlens.serve.clip_tokenizer.ClipTokenizer``, the
+ViT-L-14, RN50, ...) are tokenized by ``tritonlens.serve.clip.tokenizer.ClipTokenizer``, the
 same tokens without importing torch (this stub then holds 56 MB PSS instead of 516 MB). Models
 whose open_clip config names another tokenizer (Hugging Face, SigLIP, ``tokenizer_kwargs``)
 keep ``open_clip.get_tokenizer`` and with it torch.
@@ -23,7 +23,7 @@ Config parameters: ``model_name`` (an open_clip architecture name), ``context_le
 
 import triton_python_backend_utils as pb_utils
 
-from tritonlens.serve.clip_tokenizer import tokenizer_for
+from tritonlens.serve.clip.tokenizer import tokenizer_for
 from tritonlens.serve.errors import input_array, respond_each
 from tritonlens.serve.model_config import read_model_config
 from tritonlens.serve.texts import DEFAULT_MAX_TEXT_BYTES, decode_texts

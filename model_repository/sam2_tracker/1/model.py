@@ -18,7 +18,7 @@ Outputs (K objects): ``object_ids`` INT32 [K], ``masks`` BOOL [K, H, W], ``mask_
 FP32 [K, H, W], ``object_scores`` FP32 [K], ``frame_index`` INT64 [1] (always).
 
 State: START resets the stream (a repeated START too); END frees it after the frame.
-Parameters ``max_streams`` and ``stream_idle_seconds`` (written by the export): a START
+Parameters ``max_streams`` and ``stream_idle_seconds`` (``tritonlens.serve.sam2.names``, written by the export): a START
 beyond ``max_streams`` streams with state is refused with a message naming the limit;
 streams idle longer than ``stream_idle_seconds`` (seconds, finite and above 0; missing or
 anything else fails the load with a ``ConfigError`` naming it) are freed by a sweep (on
@@ -44,6 +44,7 @@ from tritonlens.serve.errors import response_for_exception  # noqa: E402
 from tritonlens.serve.model_config import ConfigError, read_model_config  # noqa: E402
 from tritonlens.serve.sam2 import (StreamingTracker, build_video_model,  # noqa: E402
                                    parse_prompts)
+from tritonlens.serve.sam2 import names  # noqa: E402
 
 OUTPUTS = ("object_ids", "masks", "mask_logits", "object_scores", "frame_index")
 
@@ -59,9 +60,9 @@ class TritonPythonModel:
         params = spec.parameters
         self.name = spec.name
         # Checked before the model is built, so a bad config fails the load at once.
-        self.idle_s = spec.number("stream_idle_seconds")  # ConfigError: missing, not a number
+        self.idle_s = spec.number(names.STREAM_IDLE_SECONDS)  # ConfigError: missing, not a number
         if not (math.isfinite(self.idle_s) and self.idle_s > 0):
-            raise ConfigError(f"{self.name}: config parameter 'stream_idle_seconds' must be a "
+            raise ConfigError(f"{self.name}: config parameter '{names.STREAM_IDLE_SECONDS}' must be a "
                               f"finite number of seconds above 0, not {self.idle_s:g}")
         # "0" (or a config written before the parameter): every usable core, as the image
         # encoder (tritonlens.export.sam2.tracker.encoder_threads says why).
@@ -73,7 +74,7 @@ class TritonPythonModel:
             device = f"cuda:{int(args.get('model_instance_device_id', 0))}"
         model = build_video_model(params["sam2_config"], int(params["image_size"]), weights,
                                   device=device)
-        max_streams = int(params.get("max_streams", "0")) or None
+        max_streams = int(params.get(names.MAX_STREAMS, "0")) or None
         self.tracker = StreamingTracker(model, compile=params.get("compile", "false") == "true",
                                         max_streams=max_streams, idle_seconds=self.idle_s)
         self.tracker.warm_up()

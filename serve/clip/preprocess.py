@@ -24,14 +24,15 @@ from PIL import Image
 
 from tritonlens.serve.images import (DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_BYTES,
                                      DEFAULT_MAX_PIXELS, ImageError, decode)
+from tritonlens.serve.clip import names
+from tritonlens.serve.clip.names import DEFAULT_INTERPOLATION, DEFAULT_RESIZE_MODE, RESIZE_MODES
 from tritonlens.serve.model_config import ConfigError, ModelSpec
 
 # open_clip's ``interpolation`` names -> Pillow's resampling filters (torchvision's choice).
-FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
-RESIZE_MODES = ("shortest", "squash")
+FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}  # names.INTERPOLATIONS
 
 
-def clip_transform(image: Image.Image, size: int, resize_mode: str = "shortest",
+def clip_transform(image: Image.Image, size: int, resize_mode: str = DEFAULT_RESIZE_MODE,
                    resample: int = Image.BICUBIC) -> np.ndarray:
     """open_clip's eval transform up to (not including) ToTensor (module docstring).
 
@@ -74,8 +75,8 @@ class ClipPreprocess:
     """
 
     size: int
-    resize_mode: str = "shortest"
-    interpolation: str = "bicubic"
+    resize_mode: str = DEFAULT_RESIZE_MODE
+    interpolation: str = DEFAULT_INTERPOLATION
     max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
@@ -92,14 +93,14 @@ class ClipPreprocess:
             ConfigError: ``image_size`` missing, or an unknown resize mode or interpolation.
         """
         settings = cls(
-            size=spec.integer("image_size"),
-            resize_mode=spec.text("resize_mode", "shortest"),
-            interpolation=spec.text("interpolation", "bicubic"),
+            size=spec.integer(names.IMAGE_SIZE),
+            resize_mode=spec.text(names.RESIZE_MODE, DEFAULT_RESIZE_MODE),
+            interpolation=spec.text(names.INTERPOLATION, DEFAULT_INTERPOLATION),
             max_bytes=spec.integer("max_image_bytes", DEFAULT_MAX_BYTES),
             max_pixels=spec.integer("max_image_pixels", DEFAULT_MAX_PIXELS),
             max_aspect_ratio=spec.number("max_image_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO),
-            apply_exif_orientation=spec.flag("apply_exif_orientation", False),
-            jpeg_draft=spec.flag("jpeg_draft", False))
+            apply_exif_orientation=spec.flag(names.APPLY_EXIF_ORIENTATION, False),
+            jpeg_draft=spec.flag(names.JPEG_DRAFT, False))
         if settings.resize_mode not in RESIZE_MODES or settings.interpolation not in FILTERS:
             raise ConfigError(f"{spec.name}: resize_mode {settings.resize_mode!r} / interpolation "
                               f"{settings.interpolation!r}: one of {', '.join(RESIZE_MODES)} / "
