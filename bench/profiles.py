@@ -41,7 +41,7 @@ from tritonlens.bench.perf_analyzer import (Measurement, PerfPoint, ensure_perf_
 from tritonlens.client.clip import ClipClient
 from tritonlens.client.clip.demo import DEMO_LABELS
 from tritonlens.client.demo import write_sample_photos
-from tritonlens.client.plugins import BenchInputs
+from tritonlens.core.plugins import BenchInputs
 from tritonlens.client.sam2 import Sam2Client, mask_iou
 from tritonlens.client.sam2.scenarios import sam2_image_and_click
 from tritonlens.export.clip import ClipExportOptions, export_clip

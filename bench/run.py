@@ -27,7 +27,7 @@ import psutil
 from tritonlens.bench import baselines, report, scenarios, tuning
 from tritonlens.client.clip.demo import DEMO_LABELS
 from tritonlens.client.clip.scenarios import clip_pixels
-from tritonlens.client.plugins import load_plugins
+from tritonlens.core.plugins import load_plugins
 from tritonlens.bench.host import describe_host, versions
 from tritonlens.bench.monitor import ResourceMonitor
 from tritonlens.bench.perf_analyzer import (Measurement, PerfPoint, ensure_perf_analyzer,
@@ -260,8 +260,7 @@ def run_bench(options: BenchOptions) -> Path:
         raise ValueError(f"no plugin named {', '.join(unknown)}; installed: {', '.join(plugins)}")
     for family in options.families:
         plugins[family].bench_export(repo, log)
-    inputs = scenarios.BenchInputs(photos=photos, repo=repo, labels=export["labels"],
-                                   templates=export["templates"])
+    inputs = scenarios.BenchInputs(photos=photos, repo=repo)
     load_before = psutil.getloadavg()
     baseline_results = run_clip_baselines(options, inputs, export)
 

@@ -1,6 +1,6 @@
 """The perf_analyzer scenarios: every plugin's, one record per served model.
 
-A scenario (:class:`~tritonlens.client.plugins.Scenario`) names a Triton model and says how
+A scenario (:class:`~tritonlens.core.plugins.Scenario`) names a Triton model and says how
 to build its perf_analyzer ``--input-data`` from real data (``BenchInputs``: real photos,
 the exported repository). Each model family contributes its own through
 ``Plugin.scenarios()`` (``client/clip/scenarios.py``, ``client/sam2/scenarios.py``, a
@@ -11,7 +11,7 @@ no scenario.
 
 from __future__ import annotations
 
-from tritonlens.client.plugins import BenchInputs, Scenario, Streams, load_plugins
+from tritonlens.core.plugins import BenchInputs, Scenario, Streams, load_plugins
 
 __all__ = ["BenchInputs", "Scenario", "Streams", "all_scenarios", "scenarios_for"]
 

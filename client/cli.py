@@ -14,11 +14,14 @@ Model families are plugins (entry-point group ``tritonlens.plugins``): each adds
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
+import typing
+from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable
 
 import psutil
 import typer
@@ -27,7 +30,7 @@ from rich.table import Table
 from tritonlens.client.base import TritonClient, TritonLensError
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console, fail,
                                        run_at_boundary)
-from tritonlens.client.plugins import load_commands, load_plugins
+from tritonlens.core.plugins import load_commands, load_plugins
 
 app = typer.Typer(
     help="Serve OpenCLIP and SAM 2 encoders on NVIDIA Triton Inference Server.\n\n"
@@ -227,31 +230,56 @@ def status(url: Url = None, protocol: Protocol = "http",
                   f"({memory.available / 2**30:.1f} GiB available)")
 
 
-@app.command()
-def demo(
-    repo: Repo = Path("build/demo_repository"),
-    model: Annotated[str, typer.Option(help="open_clip architecture")] = "ViT-B-32",
-    pretrained: Annotated[str, typer.Option(help="Tag, checkpoint path or 'none'")] = "none",
-    out: Annotated[Path, typer.Option(help="Where the sample photos and the clip are written")] = Path("build/samples"),
-    sam2_size: Annotated[int, typer.Option(help="SAM 2 input size in pixels (1024 is SAM 2's own)")] = 512,
-    frames: Annotated[int, typer.Option(help="Frames in the demo video clip")] = 24,
-) -> None:
-    """The main job, start to finish on real input: export, serve, classify, embed, segment, track.
+def demo_command(plugins: dict) -> Callable[..., None]:
+    """``tritonlens demo`` with the core's options (``--repo``, ``--out``) and every plugin's
+    ``demo_options`` fields as options (``--<field-name>``).
 
-    Writes scikit-image's sample photos as JPEG/PNG/WebP files, then every installed model
-    family (plugin) exports (unless the repository already holds its export), a real
-    tritonserver starts, and every family sends its requests: CLIP classifies every photo
-    over gRPC and embeds photos and texts over HTTP, SAM 2 segments a photo from a click
-    and tracks an object through a real H.264 clip frame by frame (mask PNGs, overlay
-    picture and overlay video in build/demo_results); then the server stops.
+    Raises:
+        ValueError: two plugins declare a demo option of the same name.
     """
-    from tritonlens.client.demo import run_demo
+    parameters = [
+        inspect.Parameter("repo", inspect.Parameter.KEYWORD_ONLY, annotation=Repo,
+                          default=Path("build/demo_repository")),
+        inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=Path("build/samples"),
+                          annotation=Annotated[Path, typer.Option(
+                              help="Where the sample photos and the clip are written")]),
+    ]
+    owner: dict[str, str] = {}
+    for plugin in plugins.values():
+        hints = typing.get_type_hints(plugin.demo_options) if plugin.demo_options else {}
+        for option in fields(plugin.demo_options) if plugin.demo_options else ():
+            if option.name in owner or option.name in ("repo", "out"):
+                raise ValueError(f"demo option --{option.name.replace('_', '-')} of plugin "
+                                 f"{plugin.name!r} is also {owner.get(option.name, 'the core')}'s")
+            owner[option.name] = plugin.name
+            parameters.append(inspect.Parameter(
+                option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
+                annotation=Annotated[hints[option.name],
+                                     typer.Option(help=option.metadata.get("help", ""))]))
 
-    try:
-        run_demo(repo, {"model": model, "pretrained": pretrained, "sam2_size": sam2_size,
-                        "frames": frames}, out)
-    except TritonLensError as err:
-        fail(str(err))
+    def demo(repo: Path, out: Path, **options) -> None:
+        from tritonlens.client.demo import run_demo
+
+        try:
+            run_demo(repo, options, out)
+        except TritonLensError as err:
+            fail(str(err))
+
+    demo.__doc__ = DEMO_HELP
+    demo.__signature__ = inspect.Signature(parameters)
+    demo.__annotations__ = {p.name: p.annotation for p in parameters}
+    return demo
+
+
+DEMO_HELP = """The main job, start to finish on real input: export, serve, and every family's requests.
+
+Writes scikit-image's sample photos as JPEG/PNG/WebP files, then every installed model family
+(plugin) exports (unless the repository already holds its export), a real tritonserver starts,
+and every family sends its requests: CLIP classifies every photo over gRPC and embeds photos
+and texts over HTTP, SAM 2 segments a photo from a click and tracks an object through a real
+H.264 clip frame by frame (mask PNGs, overlay picture and overlay video in
+build/demo_results); then the server stops. The options after --out are the families' own.
+"""
 
 
 def main() -> None:
@@ -259,7 +287,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name, command in load_commands().items():  # tritonlens bench, perf, ...
         app.command(name, context_settings=getattr(command, "context_settings", None))(command)
-    for plugin in load_plugins().values():
+    plugins = load_plugins()
+    app.command("demo")(demo_command(plugins))
+    for plugin in plugins.values():
         export_app.command(plugin.name)(plugin.export)
         for name, command in plugin.commands.items():
             app.command(name)(command)

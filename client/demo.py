@@ -19,7 +19,7 @@ from PIL import Image
 
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.options import console
-from tritonlens.client.plugins import Demo, load_plugins
+from tritonlens.core.plugins import Demo, load_plugins
 
 # scikit-image sample -> (file name, format). Different sizes, modes and formats on purpose.
 SAMPLE_PHOTOS = {
@@ -60,7 +60,7 @@ def run_demo(repo: Path, options: dict[str, Any], out: Path) -> None:
 
     plugins = load_plugins()
     demo = Demo(repo=repo, photos=write_sample_photos(out), out=out,
-                results=out.parent / "demo_results", options=options)
+                results=out.parent / "demo_results", options=options, console=console)
     demo.rule("real photos")
     console.print(f"{len(demo.photos)} photos in {out}: " + ", ".join(p.name for p in demo.photos))
 

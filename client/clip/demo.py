@@ -4,6 +4,7 @@ over gRPC and embed photos and texts over HTTP."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
@@ -11,9 +12,17 @@ from rich.table import Table
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.clip import ClipClient, map_concurrent
 from tritonlens.client.options import classification_table, console, warn_random_weights
-from tritonlens.client.plugins import Demo
+from tritonlens.core.plugins import Demo
 
 DEMO_LABELS = Path(__file__).resolve().parent.parent / "data" / "demo_labels.txt"
+
+
+@dataclass
+class ClipDemoOptions:
+    """CLIP's options of ``tritonlens demo`` (``--model``, ``--pretrained``)."""
+
+    model: str = field(default="ViT-B-32", metadata={"help": "open_clip architecture"})
+    pretrained: str = field(default="none", metadata={"help": "Tag, checkpoint path or 'none'"})
 
 
 def existing_export(repo: Path, model: str, pretrained: str) -> bool:
@@ -29,21 +38,21 @@ def existing_export(repo: Path, model: str, pretrained: str) -> bool:
             and params["tritonlens.weights"].string_value == weights)
 
 
-def demo_export(demo: Demo) -> None:
-    """Export CLIP (``demo.options``' model and pretrained weights, the demo's 27 labels)
+def demo_export(demo: Demo, options: ClipDemoOptions) -> None:
+    """Export CLIP (``options``' model and pretrained weights, the demo's 27 labels)
     into ``demo.repo`` unless it already holds that export."""
     from tritonlens.export.clip import ClipExportOptions, ExportError, export_clip
     from tritonlens.export.clip.export import read_lines
 
-    model, pretrained = demo.options["model"], demo.options["pretrained"]
+    model, pretrained = options.model, options.pretrained
     if existing_export(demo.repo, model, pretrained):
         console.print(f"{demo.repo} already holds {model} ({pretrained}); skipping the export")
         return
-    options = ClipExportOptions(model=model, pretrained=pretrained,
-                                labels=read_lines(DEMO_LABELS, "labels"))
+    export_options = ClipExportOptions(model=model, pretrained=pretrained,
+                                       labels=read_lines(DEMO_LABELS, "labels"))
     try:
         with console.status("exporting") as status:
-            summary = export_clip(options, demo.repo, report=lambda s: status.update(s))
+            summary = export_clip(export_options, demo.repo, report=lambda s: status.update(s))
     except ExportError as err:
         raise TritonLensError(str(err)) from None
     console.print(f"exported {summary['model']} ({summary['weights']} weights, "

@@ -13,10 +13,11 @@ from rich.table import Table
 
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.clip import ClipClient
+from tritonlens.client.clip.demo import ClipDemoOptions
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_output_path,
                                        check_protocol, console, err_console, fail,
                                        classify_command, run_export, warn_random_weights)
-from tritonlens.client.plugins import Plugin, builtin_python_models
+from tritonlens.core.plugins import Plugin, builtin_python_models
 
 CLIP_MODELS = ("clip_preprocess", "clip_image_encoder", "clip_tokenize", "clip_text_encoder",
                "clip_zero_shot", "clip_classify", "clip_embed_image", "clip_embed_text")
@@ -263,6 +264,7 @@ class ClipPlugin(Plugin):
     python_models = builtin_python_models("clip_preprocess", "clip_tokenize")
     client = ClipClient
     commands = {"classify": classify, "embed": embed}
+    demo_options = ClipDemoOptions
     export = staticmethod(export)  # the typer command above
 
     def scenarios(self):
@@ -273,7 +275,7 @@ class ClipPlugin(Plugin):
     def demo_export(self, demo):
         from tritonlens.client.clip.demo import demo_export
 
-        demo_export(demo)
+        demo_export(demo, demo.options_for(self))
 
     def demo(self, demo):
         from tritonlens.client.clip.demo import demo as run

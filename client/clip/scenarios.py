@@ -1,6 +1,6 @@
 """The clip family's benchmark scenarios: real input data for every CLIP model.
 
-Each builder turns :class:`~tritonlens.client.plugins.BenchInputs` (real photos, the served
+Each builder turns :class:`~tritonlens.core.plugins.BenchInputs` (real photos, the served
 repository, the zero-shot labels) into perf_analyzer streams; ``tritonlens bench`` runs
 :func:`scenarios` for every model the server has loaded.
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonlens.client.plugins import BenchInputs, Scenario, Streams
+from tritonlens.core.plugins import BenchInputs, Scenario, Streams
+from tritonlens.export.clip.export import read_lines
 from tritonlens.serve.clip import names
 
 
@@ -46,9 +47,16 @@ def clip_pixels(inputs: BenchInputs) -> list[np.ndarray]:
 
 
 def clip_prompts(inputs: BenchInputs) -> list[str]:
-    """The label prompts (every label in every template): real texts for the text models."""
-    templates = inputs.templates or ["a photo of a {}."]
-    return [t.format(label) for label in inputs.labels for t in templates][:64]
+    """The label prompts (every label in every template): real texts for the text models.
+
+    The labels are the served zero-shot head's (``clip_zero_shot/labels.txt``); the templates
+    those ``tritonlens bench`` exported with (``clip_zero_shot/templates.txt``, which it
+    writes), else open_clip's plain "a photo of a {}."."""
+    head = inputs.repo / "clip_zero_shot"
+    labels = read_lines(head / "labels.txt", "labels")
+    templates = (read_lines(head / "templates.txt", "templates")
+                 if (head / "templates.txt").exists() else ["a photo of a {}."])
+    return [t.format(label) for label in labels for t in templates][:64]
 
 
 def clip_embeddings(inputs: BenchInputs) -> list[np.ndarray]:

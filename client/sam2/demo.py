@@ -3,11 +3,12 @@ clip, then segment a photo from one click and track an object through the clip."
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.options import console
-from tritonlens.client.plugins import Demo
+from tritonlens.core.plugins import Demo
 
 
 def existing_export(repo: Path, image_size: int) -> bool:
@@ -25,13 +26,21 @@ def demo_clip(demo: Demo) -> Path:
     return demo.out / "chelsea_pan_zoom.mp4"
 
 
-def demo_export(demo: Demo) -> None:
+@dataclass
+class Sam2DemoOptions:
+    """SAM 2's options of ``tritonlens demo`` (``--sam2-size``, ``--frames``)."""
+
+    sam2_size: int = field(default=512, metadata={"help": "SAM 2 input size in pixels (1024 is SAM 2's own)"})
+    frames: int = field(default=24, metadata={"help": "Frames in the demo video clip"})
+
+
+def demo_export(demo: Demo, options: Sam2DemoOptions) -> None:
     """Write the demo's video clip, and export SAM 2.1 hiera-tiny with random weights at
-    ``demo.options["sam2_size"]`` px (image models + tracker) unless ``demo.repo`` holds it."""
+    ``options.sam2_size`` px (image models + tracker) unless ``demo.repo`` holds it."""
     from tritonlens.export.sam2.export import ExportError, Sam2ExportOptions, export_sam2
     from tritonlens.serve.sam2.frames import write_demo_clip
 
-    frames, image_size = demo.options["frames"], demo.options["sam2_size"]
+    frames, image_size = options.frames, options.sam2_size
     clip = demo_clip(demo)
     if not clip.exists():
         write_demo_clip(str(clip), "chelsea", count=frames)

@@ -14,8 +14,9 @@ from tritonlens.client.common import read_image
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_output_path,
                                        check_protocol, console, fail, run_export,
                                        warn_random_weights)
-from tritonlens.client.plugins import Plugin, builtin_python_models
+from tritonlens.core.plugins import Plugin, builtin_python_models
 from tritonlens.client.sam2 import Sam2Client, prompt_arrays
+from tritonlens.client.sam2.demo import Sam2DemoOptions
 from tritonlens.client.sam2.track_cli import track
 
 SAM2_MODELS = ("sam2_preprocess", "sam2_image_encoder", "sam2_prompts", "sam2_prompt_decoder",
@@ -180,6 +181,7 @@ class Sam2Plugin(Plugin):
                                           "sam2_frame_preprocess", "sam2_tracker")
     client = Sam2Client
     commands = {"segment": segment, "track": track}
+    demo_options = Sam2DemoOptions
     export = staticmethod(export)  # the typer command above
 
     def scenarios(self):
@@ -205,7 +207,7 @@ class Sam2Plugin(Plugin):
     def demo_export(self, demo):
         from tritonlens.client.sam2.demo import demo_export
 
-        demo_export(demo)
+        demo_export(demo, demo.options_for(self))
 
     def demo(self, demo):
         from tritonlens.client.sam2.demo import demo as run

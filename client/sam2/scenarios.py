@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonlens.client.plugins import BenchInputs, Scenario, Streams
+from tritonlens.core.plugins import BenchInputs, Scenario, Streams
 
 
 def sam2_image_and_click(inputs: BenchInputs) -> Streams:

@@ -82,7 +82,7 @@ def test_tuning_change_is_applied_to_a_copy():
 
 def test_sam2_scenarios_build_inputs_the_served_models_accept(repo, photos, server):
     """Each SAM 2 scenario's real input data, sent once through the real server, is served."""
-    from tritonlens.client.plugins import BenchInputs
+    from tritonlens.core.plugins import BenchInputs
     from tritonlens.client.base import TritonClient
 
     inputs = BenchInputs(photos=photos[:2], repo=repo)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tritonlens.client.plugins import load_plugins
+from tritonlens.core.plugins import load_plugins
 from tritonlens.export.clip import ClipExportOptions, ExportError, export_clip
 from tritonlens.export.clip.export import load_open_clip, read_lines
 from tritonlens.export.config import parse_config

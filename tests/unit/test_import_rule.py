@@ -1,6 +1,7 @@
 """The components import each other in one direction only (README, Layout):
 
-    bench -> client, export, launcher, serve     client -> export, launcher, serve
+    core (the plugin contract) -> nothing of tritonlens but model_repository's package data
+    bench -> client, core, export, launcher, serve     client -> core, export, launcher, serve
     export -> serve     launcher -> serve (host side; what it needs of the stub side)
     serve and model_repository/*/model.py -> serve only (the code Triton's stubs load)
 
@@ -22,10 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {
     "serve": {"serve"},
     "model_repository": {"serve"},
+    "core": {"core", "model_repository"},
     "launcher": {"launcher", "serve"},
     "export": {"export", "serve", "model_repository"},
-    "client": {"client", "export", "launcher", "serve", "model_repository"},
-    "bench": {"bench", "client", "export", "launcher", "serve", "model_repository"},
+    "client": {"client", "core", "export", "launcher", "serve", "model_repository"},
+    "bench": {"bench", "client", "core", "export", "launcher", "serve", "model_repository"},
 }
 
 

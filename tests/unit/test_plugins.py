@@ -1,4 +1,4 @@
-"""Every installed plugin keeps the contract (client/plugins.py), and the core names none."""
+"""Every installed plugin keeps the contract (core/plugins.py), and the core names none."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from tritonlens.client.base import TritonClient
-from tritonlens.client.plugins import Plugin, load_commands, load_plugins
+from tritonlens.core.plugins import Plugin, load_commands, load_plugins
 
 PLUGINS = load_plugins()
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The core that loops over the plugins imports no family's module. (bench/run.py does: its
 # in-process baselines, naive path and tuning are CLIP's, the reference comparison.)
-CORE = ["client/cli.py", "client/demo.py", "client/plugins.py", "bench/scenarios.py", "bench/cli.py"]
+CORE = ["client/cli.py", "client/demo.py", "core/plugins.py", "core/__init__.py", "bench/scenarios.py", "bench/cli.py"]
 
 
 def test_built_in_families_are_plugins():

@@ -108,7 +108,7 @@ def test_cli_commands_come_from_the_plugin(timm_server, timm_photos, tmp_path):
 def test_bench_scenarios_are_served(timm_server, timm_repo, timm_photos):
     """Each scenario's real input data, sent once through the real server, is served."""
     from tritonlens.bench.scenarios import all_scenarios
-    from tritonlens.client.plugins import BenchInputs
+    from tritonlens.core.plugins import BenchInputs
 
     inputs = BenchInputs(photos=timm_photos[:2], repo=timm_repo)
     client = TritonClient(timm_server.grpc_url, "grpc")

@@ -20,7 +20,7 @@ from tritonlens.client.common import map_concurrent
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_output_path,
                                        check_protocol, classification_table, console, err_console,
                                        classify_command, fail, run_export, warn_random_weights)
-from tritonlens.client.plugins import BenchInputs, Demo, Plugin, Scenario, Streams
+from tritonlens.core.plugins import BenchInputs, Demo, Plugin, Scenario, Streams
 from tritonlens_timm import MODEL_REPOSITORY
 from tritonlens_timm.client import TimmClient
 

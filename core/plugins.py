@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, ClassVar
-
-from tritonlens.client.base import TritonClient
 
 ENTRY_POINT_GROUP = "tritonlens.plugins"
 # Top-level commands that are not a model family's (``tritonlens bench``): name -> a
@@ -44,8 +42,12 @@ class Plugin(ABC):
         models: its model directories, ensembles included (e.g. ``timm_classify``).
         python_models: the Python-backend ``model.py`` files it ships, model name -> file;
             its export copies each into ``<repo>/<model>/1/model.py``.
-        client: its typed client class (a :class:`TritonClient`), ``client(url, protocol)``.
+        client: its typed client class (a ``tritonlens.client.base.TritonClient``),
+            ``client(url, protocol)``.
         commands: its top-level commands, name -> typer-annotated function.
+        demo_options: a dataclass whose fields become options of ``tritonlens demo``
+            (``--name``; each field's default, and its ``metadata["help"]``); the demo hands
+            the family an instance (:meth:`Demo.options_for`). None: no options.
 
     Example (``examples/tritonlens-timm``, abridged)::
 
@@ -64,8 +66,9 @@ class Plugin(ABC):
     name: ClassVar[str]
     models: ClassVar[tuple[str, ...]] = ()
     python_models: ClassVar[dict[str, Path]] = {}
-    client: ClassVar[type[TritonClient]] = TritonClient
+    client: ClassVar[type | None] = None
     commands: ClassVar[dict[str, Callable[..., None]]] = {}
+    demo_options: ClassVar[type | None] = None
 
     @abstractmethod
     def export(self, *args: Any, **kwargs: Any) -> None:
@@ -118,15 +121,11 @@ class BenchInputs:
     Attributes:
         photos: real photographs (JPEG, PNG, WebP files of different sizes and modes).
         repo: the model repository being served (configs, label files, graph files).
-        labels: the class names CLIP's zero-shot head was exported with.
-        templates: the prompt templates used for those labels.
         cache: scratch space for builders that share work (e.g. preprocessed pixels).
     """
 
     photos: list[Path]
     repo: Path
-    labels: list[str] = field(default_factory=list)
-    templates: list[str] = field(default_factory=list)
     cache: dict = field(default_factory=dict)
 
 
@@ -139,7 +138,9 @@ class Demo:
         photos: real photographs (scikit-image's samples as JPEG, PNG and WebP files).
         out: the folder of the demo's inputs (photos; a plugin may add e.g. a video).
         results: the folder for what the demo writes (masks, overlays).
-        options: the demo command's options (model, pretrained, sam2_size, frames).
+        options: the values of every plugin's demo options (``Plugin.demo_options``
+            fields), by field name; a family reads its own with :meth:`options_for`.
+        console: the rich console the demo prints to.
         server: the running ``TritonServer`` (set before :meth:`Plugin.demo` runs).
     """
 
@@ -148,15 +149,20 @@ class Demo:
     out: Path
     results: Path
     options: dict[str, Any] = field(default_factory=dict)
+    console: Any = None
     server: Any = None
     step: int = 0
 
+    def options_for(self, plugin: "Plugin") -> Any:
+        """``plugin``'s demo options: an instance of its ``demo_options`` dataclass, from the
+        command line's values (defaults for fields not given)."""
+        names = {f.name for f in fields(plugin.demo_options)}
+        return plugin.demo_options(**{k: v for k, v in self.options.items() if k in names})
+
     def rule(self, title: str) -> None:
         """Print the next numbered step's heading."""
-        from tritonlens.client.options import console
-
         self.step += 1
-        console.rule(f"{self.step}. {title}")
+        self.console.rule(f"{self.step}. {title}")
 
 
 def load_plugins() -> dict[str, Plugin]:
