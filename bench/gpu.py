@@ -109,7 +109,7 @@ def clip_fp16(model_name: str, device: str, batches: list[int], repeats: int) ->
 # -- 2. the compiled tracker --------------------------------------------------------------------
 def stream_frames(streams: int, frames: int) -> list[list[np.ndarray]]:
     """One pan/zoom clip per stream, each over a different real photo (HWC uint8)."""
-    from tritonlens.serve.sam2.frames import pan_zoom_frames
+    from tritonlens.client.sam2.video import pan_zoom_frames
 
     return [pan_zoom_frames(photo(s), frames) for s in range(streams)]
 

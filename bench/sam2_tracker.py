@@ -36,9 +36,9 @@ CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 def _clip(count: int, photo: str = "chelsea") -> list[bytes]:
     import skimage.data
 
-    from tritonlens.serve.sam2.frames import encode_jpeg, pan_zoom_frames
+    from tritonlens.client.sam2.video import encode_frame, pan_zoom_frames
 
-    return [encode_jpeg(f) for f in pan_zoom_frames(getattr(skimage.data, photo)(), count)]
+    return [encode_frame(f, quality=90) for f in pan_zoom_frames(getattr(skimage.data, photo)(), count)]
 
 
 def _tensor_bytes(obj, seen=None) -> int:

@@ -5,7 +5,7 @@
 
 Exports SAM 2.1 hiera-tiny (random weights, seeded) with its video tracker into a fresh
 model repository (or serves ``--repo`` as it is), starts one real tritonserver and streams
-``--frames`` frames of real photos panned and zoomed (``serve.sam2.frames``) through
+``--frames`` frames of real photos panned and zoomed (``client.sam2.video``) through
 ``sam2_track`` with ``Sam2VideoClient.track_many``: N streams at once, one thread and one
 sequence each, a click on frame 0. Prints per stream count:
 
@@ -68,11 +68,11 @@ def run(repo: Path, frames: int, counts: list[int], profile: bool, workdir: Path
     (streams, aggregate frames/s, ratio to the first count, load average, model stats)."""
     from tritonlens.client.sam2.track import Point, Sam2VideoClient
     from tritonlens.launcher import TritonServer
-    from tritonlens.serve.sam2.frames import encode_jpeg, pan_zoom_frames
+    from tritonlens.client.sam2.video import encode_frame, pan_zoom_frames
     import skimage.data
 
     photos = ("chelsea", "coffee", "astronaut", "rocket")
-    clips = {p: [encode_jpeg(f) for f in pan_zoom_frames(getattr(skimage.data, p)(), frames)]
+    clips = {p: [encode_frame(f, quality=90) for f in pan_zoom_frames(getattr(skimage.data, p)(), frames)]
              for p in photos}
     prompts = {0: [Point(170.0, 120.0)]}
     with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0,

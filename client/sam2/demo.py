@@ -38,7 +38,7 @@ def demo_export(demo: Demo, options: Sam2DemoOptions) -> None:
     """Write the demo's video clip, and export SAM 2.1 hiera-tiny with random weights at
     ``options.sam2_size`` px (image models + tracker) unless ``demo.repo`` holds it."""
     from tritonlens.export.sam2.export import ExportError, Sam2ExportOptions, export_sam2
-    from tritonlens.serve.sam2.frames import write_demo_clip
+    from tritonlens.client.sam2.video import write_demo_clip
 
     frames, image_size = options.frames, options.sam2_size
     clip = demo_clip(demo)

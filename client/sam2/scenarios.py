@@ -105,8 +105,8 @@ def sam2_video_streams(inputs: BenchInputs, frames: int = 8) -> Streams:
 
     from PIL import Image
 
-    from tritonlens.client.sam2.track import encode_frame, read_video
-    from tritonlens.serve.sam2.frames import pan_zoom_frames, write_clip
+    from tritonlens.client.sam2.video import encode_frame, read_video
+    from tritonlens.client.sam2.video import pan_zoom_frames, write_clip
 
     if "sam2_video" in inputs.cache:
         return inputs.cache["sam2_video"]

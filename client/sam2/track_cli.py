@@ -15,7 +15,8 @@ from tritonlens.client.base import TritonLensError
 from tritonlens.client.options import (Protocol, Url, check_protocol, console, err_console, fail,
                                        warn_random_weights)
 from tritonlens.client.sam2.render import draw_prompts
-from tritonlens.client.sam2.track import Box, Point, Sam2VideoClient, TrackedFrame, read_video
+from tritonlens.client.sam2.track import Box, Point, Sam2VideoClient, TrackedFrame
+from tritonlens.client.sam2.video import read_video
 
 # One colour per object (RGB), cycled.
 COLOURS = np.array([(30, 144, 255), (255, 64, 64), (60, 200, 80), (255, 200, 0),

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tritonlens.serve.sam2.frames import encode_jpeg, pan_zoom_frames
+from tritonlens.client.sam2.video import encode_frame, pan_zoom_frames
 
 TRACK_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 TRACK_FRAMES = 16  # >= 16: the offline predictor's object-pointer window equals a stream's
@@ -28,7 +28,7 @@ def clip_jpegs(count: int = TRACK_FRAMES, photo: str = "chelsea") -> list[bytes]
     """A pan/zoom over a scikit-image photo, as JPEG bytes (240 x 320)."""
     import skimage.data
 
-    return [encode_jpeg(f) for f in pan_zoom_frames(getattr(skimage.data, photo)(), count)]
+    return [encode_frame(f, quality=90) for f in pan_zoom_frames(getattr(skimage.data, photo)(), count)]
 
 
 def prompt_arrays(entries):

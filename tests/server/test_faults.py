@@ -33,7 +33,8 @@ from tests.server.sam2_track_common import clip_jpegs
 from tritonlens.client.base import InferenceError
 from tritonlens.client.clip import ClipClient
 from tritonlens.client.sam2 import Sam2Client
-from tritonlens.client.sam2.track import Point, Sam2VideoClient, StreamEvictedError
+from tritonlens.client.sam2.track import Point, Sam2VideoClient
+from tritonlens.client.sequences import StreamEvictedError
 from tritonlens.launcher import TritonServer
 from tritonlens.launcher.health import LAST_RESTART_PARAMETER, RESTARTS_PARAMETER
 

@@ -20,8 +20,8 @@ import pytest
 from tests.server.sam2_track_common import clip_jpegs
 from tritonlens.client.clip import ClipClient
 from tritonlens.client.sam2 import mask_iou
-from tritonlens.client.sam2.track import (Box, Point, Sam2VideoClient, StreamMisroutedError,
-                                          StreamReplicaLostError)
+from tritonlens.client.sam2.track import Box, Point, Sam2VideoClient
+from tritonlens.client.sequences import StreamMisroutedError, StreamReplicaLostError
 from tritonlens.launcher import ServerStartError
 from tritonlens.launcher.process import check_port_free, free_port
 from tritonlens.launcher.nginx import ProxySettings, find_nginx, read_access_log

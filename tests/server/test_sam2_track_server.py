@@ -16,8 +16,8 @@ from tests.server.sam2_track_common import (FEW_STREAMS, SCHEDULE, SHORT_IDLE_S,
                                      clip_jpegs, prompt_arrays)
 from tritonlens.client.base import InferenceError, TritonLensError
 from tritonlens.client.sam2 import mask_iou
-from tritonlens.client.sam2.track import (OUTPUTS, Point, Sam2VideoClient, StreamEvictedError,
-                                          new_sequence_id)
+from tritonlens.client.sam2.track import OUTPUTS, Point, Sam2VideoClient
+from tritonlens.client.sequences import StreamEvictedError, new_sequence_id
 from tritonlens.export.sam2.tracker import TRITON_IDLE_FACTOR
 from tritonlens.serve.sam2.prompts import MAX_POINTS_PER_OBJECT
 from tritonlens.serve.sam2 import (FrameFeatures, StreamingTracker, build_video_model,

@@ -4,7 +4,7 @@ sends the extremes to a real one)."""
 import numpy as np
 import pytest
 
-from tritonlens.client.sam2.track import MAX_SEQUENCE_ID, wire_sequence_id
+from tritonlens.client.sequences import MAX_SEQUENCE_ID, wire_sequence_id
 
 
 def test_full_uint64_range():
