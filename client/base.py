@@ -123,16 +123,9 @@ def host_port(url: str, protocol: str) -> str:
 
 def answers_http(url: str, timeout: float = 2.0) -> bool:
     """Whether ``host:port`` answers an HTTP/1.1 request (any status): an HTTP endpoint."""
-    import urllib.error
-    import urllib.request
+    from tritonlens.launcher.admin import TritonAdmin
 
-    try:
-        urllib.request.urlopen(f"http://{url}/v2/health/live", timeout=timeout).close()
-        return True
-    except urllib.error.HTTPError:
-        return True
-    except Exception:  # noqa: BLE001 - refused, reset, timed out, not HTTP
-        return False
+    return TritonAdmin(url).status("/v2/health/live", timeout=timeout) != -1
 
 
 def one_line(err: Exception) -> str:

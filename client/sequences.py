@@ -117,11 +117,10 @@ class SequenceClient(TritonClient):
                                                      metadata=list(headers.items()), timeout=10)
                 replica = dict(call.initial_metadata()).get(REPLICA_HEADER)
             else:
-                import urllib.request
+                from tritonlens.launcher.admin import TritonAdmin
 
-                request = urllib.request.Request(f"http://{self.url}/v2/health/ready", headers=headers)
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    replica = response.headers.get(REPLICA_HEADER)
+                _, answer = TritonAdmin(self.url, headers).request("/v2/health/ready")
+                replica = answer.get(REPLICA_HEADER)
         except Exception:  # noqa: BLE001 - only improves a message
             return None
         if self._behind_proxy is None:

@@ -12,8 +12,10 @@ KServe's v2 inference protocol.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
+from email.message import Message
 import urllib.request
 
 
@@ -35,26 +37,28 @@ class TritonAdmin:
         self.timeout = timeout
 
     def request(self, path: str, body: bytes | None = None, timeout: float | None = None,
-                headers: dict[str, str] | None = None) -> tuple[bytes, dict[str, str]]:
-        """GET ``path`` (POST when ``body`` is given); returns (response body, response headers)."""
+                headers: dict[str, str] | None = None) -> tuple[bytes, Message]:
+        """GET ``path`` (POST when ``body`` is given) with ``headers`` added to the client's;
+        returns (response body, response headers: case-insensitive ``.get``)."""
         request = urllib.request.Request(
             f"http://{self.http_url}{path}", data=body, method="POST" if body is not None else "GET",
             headers={"Content-Type": "application/json", **self.headers, **(headers or {})})
         with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-            return response.read(), dict(response.headers.items())
+            return response.read(), response.headers
 
     def json(self, path: str, body: bytes | None = None, timeout: float | None = None):
         """:meth:`request`, its body parsed as JSON."""
         return json.loads(self.request(path, body, timeout)[0])
 
     def status(self, path: str, timeout: float = 5.0) -> int:
-        """The HTTP status of GET ``path``; -1 when nothing answers (refused, reset, timeout)."""
+        """The HTTP status of GET ``path``; -1 when no HTTP server answers (refused, reset,
+        timed out, or not HTTP/1.1, e.g. a gRPC port)."""
         try:
             self.request(path, timeout=timeout)
             return 200
         except urllib.error.HTTPError as err:
             return err.code
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException):  # not an HTTP server
             return -1
 
     def is_live(self) -> bool:
