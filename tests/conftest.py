@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import CLIP_TEST_MODEL, SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE
 from tritonlens.client.demo import write_sample_photos
-
-CLIP_TEST_MODEL = "ViT-S-32"
-CLIP_TEST_LABELS = ["cat", "dog", "cup of coffee", "astronaut", "rocket", "galaxy",
-                    "man with a camera", "horse", "car", "pizza"]
-CLIP_TEST_TEMPLATES = ["a photo of a {}.", "a blurry photo of a {}.", "a close-up photo of a {}."]
-# SAM 2: hiera-tiny at a small input size (the released checkpoints use 1024 px).
-SAM2_TEST_CONFIG = "sam2.1_hiera_t"
-SAM2_TEST_IMAGE_SIZE = 256
 
 
 @pytest.fixture(scope="session")

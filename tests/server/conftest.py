@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (CLIP_TEST_LABELS, CLIP_TEST_MODEL, CLIP_TEST_TEMPLATES,
-                            SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE)
-from tests.server.sam2_track_common import export_short_idle_tracker
+from tests.helpers import (CLIP_TEST_LABELS, CLIP_TEST_MODEL, CLIP_TEST_TEMPLATES, SAM2_TEST_CONFIG,
+                           SAM2_TEST_IMAGE_SIZE, export_short_idle_tracker)
 from tritonlens.launcher import TritonServer
 
 

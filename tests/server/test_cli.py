@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import CLIP_TEST_LABELS
+from tests.helpers import CLIP_TEST_LABELS
 from tritonlens.launcher.process import free_port
 
 TRITONLENS = str(Path(sys.executable).parent / "tritonlens")
@@ -185,7 +185,7 @@ def test_embed_folder_and_text_file_past_max_batch_size(server, photos, clip_ref
     import numpy as np
     import torch
 
-    from tests.server.test_clip_parity import cosine, reference_image_embeddings
+    from tests.helpers import cosine, reference_image_embeddings
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -232,7 +232,7 @@ def test_status_json(server):
 
 
 def test_track_json_lines_per_frame(server, tmp_path):
-    from tests.server.sam2_track_common import clip_jpegs
+    from tests.helpers import clip_jpegs
     from tritonlens.client.sam2.track import Point, Sam2VideoClient
 
     frames = clip_jpegs(4)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.server.test_clip_parity import cosine, reference_image_embeddings
+from tests.helpers import cosine, reference_image_embeddings
 from tritonlens.client.base import InferenceError
 from tritonlens.client.clip import ClipClient
 

@@ -13,29 +13,11 @@ import psutil
 import pytest
 import torch
 from PIL import Image
-from torchvision.transforms import Compose
 
-from tests.conftest import CLIP_TEST_LABELS, CLIP_TEST_TEMPLATES
-from tests.unit.test_clip_tokenizer import CORPUS
+from tests.helpers import (CLIP_TEST_LABELS, CORPUS, cosine, reference_image_embeddings, reference_pixels,
+                           reference_probabilities)
 from tritonlens.client.clip import ClipClient, bytes_tensor
 from tritonlens.launcher.health import stub_of
-
-
-def reference_pixels(preprocess, path) -> np.ndarray:
-    """open_clip's eval transform without ToTensor/Normalize: uint8 [S, S, 3]."""
-    without_tensor = Compose(preprocess.transforms[:-2])
-    return np.asarray(without_tensor(Image.open(path)))
-
-
-def reference_image_embeddings(clip_reference, paths) -> np.ndarray:
-    model, preprocess, _ = clip_reference
-    batch = torch.stack([preprocess(Image.open(p)) for p in paths])
-    with torch.no_grad():
-        return model.encode_image(batch, normalize=True).numpy()
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
 def test_preprocess_equals_open_clip_transform(server, photos, clip_reference, protocol):
@@ -97,18 +79,6 @@ def test_tokenize_stub_does_not_load_torch(server):
     for proc in stubs:
         libraries = {Path(m.path).name for m in proc.memory_maps()}
         assert not [name for name in libraries if "libtorch" in name], sorted(libraries)
-
-
-def reference_probabilities(clip_reference, photos) -> np.ndarray:
-    """open_clip's zero-shot recipe in-process, with the model's own logit scale."""
-    import open_clip
-
-    model, _, tokenizer = clip_reference
-    with torch.no_grad():
-        classifier = open_clip.build_zero_shot_classifier(
-            model, tokenizer, CLIP_TEST_LABELS, CLIP_TEST_TEMPLATES, device="cpu")
-        features = torch.from_numpy(reference_image_embeddings(clip_reference, photos))
-        return (model.logit_scale.exp() * features @ classifier).softmax(dim=-1).numpy()
 
 
 def test_zero_shot_probabilities_match_open_clip(server, photos, clip_reference, protocol):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import CLIP_TEST_LABELS, CLIP_TEST_MODEL, CLIP_TEST_TEMPLATES
-from tests.server.test_clip_parity import cosine, reference_image_embeddings, reference_probabilities
+from tests.helpers import (CLIP_TEST_LABELS, CLIP_TEST_MODEL, CLIP_TEST_TEMPLATES, cosine,
+                           reference_image_embeddings, reference_probabilities)
 from tritonlens.client.clip import ClipClient
 from tritonlens.export.clip import ClipExportOptions, export_clip
 from tritonlens.export.config import parse_config

@@ -14,8 +14,8 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.conftest import CLIP_TEST_LABELS, CLIP_TEST_MODEL, CLIP_TEST_TEMPLATES
-from tests.server.test_clip_parity import cosine, reference_image_embeddings, reference_probabilities
+from tests.helpers import (CLIP_TEST_LABELS, CLIP_TEST_MODEL, CLIP_TEST_TEMPLATES, cosine,
+                           reference_image_embeddings, reference_probabilities)
 from tritonlens.client.clip import ClipClient
 from tritonlens.export.clip import ClipExportOptions, ExportError, export_clip
 from tritonlens.export.clip.export import engine_settings

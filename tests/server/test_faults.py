@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.server.sam2_track_common import clip_jpegs
+from tests.helpers import clip_jpegs
 from tritonlens.client.base import InferenceError
 from tritonlens.client.clip import ClipClient
 from tritonlens.client.sam2 import Sam2Client

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import urllib.request
 
-from tests.unit.test_grafana import dashboard, metric_names
+from tests.helpers import dashboard, metric_names
 from tritonlens.client.clip import ClipClient
 
 

@@ -17,7 +17,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.server.sam2_track_common import clip_jpegs
+from tests.helpers import clip_jpegs
 from tritonlens.client.clip import ClipClient
 from tritonlens.client.sam2 import mask_iou
 from tritonlens.client.sam2.track import Box, Point, Sam2VideoClient

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SAM2_TEST_IMAGE_SIZE
+from tests.helpers import SAM2_TEST_IMAGE_SIZE
 from tritonlens.export.config import parse_config
 from tritonlens.export.sam2 import ExportError, Sam2ExportOptions, export_sam2
 

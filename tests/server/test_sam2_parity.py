@@ -9,45 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from tests.helpers import CASES, PHOTOS, reference, rgb, scaled
 from tritonlens.client.clip import bytes_tensor
 from tritonlens.client.sam2 import Sam2Client, Segmentation, mask_iou
-
-# Prompts as fractions of (width, height), so they fit every photo.
-CASES = {
-    "one point": dict(points=[(0.5, 0.45)], labels=[1]),
-    "several points": dict(points=[(0.5, 0.45), (0.15, 0.85), (0.7, 0.3)], labels=[1, 0, 1]),
-    "box": dict(box=(0.2, 0.15, 0.8, 0.9)),
-    "box and points": dict(box=(0.2, 0.15, 0.8, 0.9), points=[(0.5, 0.5), (0.25, 0.2)],
-                           labels=[1, 0]),
-}
-PHOTOS = ("chelsea_cat.jpg", "astronaut.webp")
-
-
-def rgb(path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def scaled(case: dict, width: int, height: int) -> dict:
-    """The case's prompt in pixels of a width x height photo."""
-    out = {}
-    if "points" in case:
-        out["points"] = [(x * width, y * height) for x, y in case["points"]]
-        out["labels"] = case["labels"]
-    if "box" in case:
-        x0, y0, x1, y1 = case["box"]
-        out["box"] = (x0 * width, y0 * height, x1 * width, y1 * height)
-    return out
-
-
-def reference(predictor, prompt: dict, multimask: bool, mask_input=None):
-    """SAM2ImagePredictor.predict as a user calls it (box= for a box)."""
-    return predictor.predict(
-        point_coords=np.array(prompt["points"], np.float32) if "points" in prompt else None,
-        point_labels=np.array(prompt["labels"], np.int32) if "points" in prompt else None,
-        box=np.array(prompt["box"], np.float32) if "box" in prompt else None,
-        mask_input=mask_input, multimask_output=multimask)
 
 
 def assert_parity(served: Segmentation, expected) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.server.sam2_track_common import (SCHEDULE, TRACK_CONFIG, TRACK_FRAMES, clip_jpegs,
-                                     prompt_arrays, reference_track, seeded_weights)
+from tests.helpers import (SCHEDULE, TRACK_CONFIG, TRACK_FRAMES, clip_jpegs, prompt_arrays,
+                           reference_track, seeded_weights)
 from tritonlens.client.sam2 import mask_iou
 from tritonlens.serve.sam2 import (FrameOrderError, PromptError, StreamingTracker,
                                    StreamLimitError, UnknownStreamError, build_video_model,

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import SAM2_TEST_IMAGE_SIZE
-from tests.server.sam2_track_common import (FEW_STREAMS, SCHEDULE, SHORT_IDLE_S, TRACK_CONFIG,
-                                     clip_jpegs, prompt_arrays)
+from tests.helpers import (FEW_STREAMS, SAM2_TEST_IMAGE_SIZE, SCHEDULE, SHORT_IDLE_S, TRACK_CONFIG,
+                           clip_jpegs, prompt_arrays)
 from tritonlens.client.base import InferenceError, TritonLensError
 from tritonlens.client.sam2 import mask_iou
 from tritonlens.client.sam2.track import OUTPUTS, Point, Sam2VideoClient

@@ -16,8 +16,7 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.conftest import SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE
-from tests.server.test_sam2_parity import CASES, reference, scaled
+from tests.helpers import CASES, SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE, reference, scaled
 from tritonlens.client.sam2 import Sam2Client, mask_iou
 from tritonlens.export.config import parse_config
 from tritonlens.export.onnx_variants import INT8_FORMAT, host_isa
@@ -61,7 +60,7 @@ def test_int8_low_memory_masks_agree_with_fp32(int8_low_memory, sam2_reference, 
     _, server, _ = int8_low_memory
     client = Sam2Client(server.grpc_url, "grpc")
     import copy
-    from tests.server.test_sam2_parity import rgb
+    from tests.helpers import rgb
 
     ious = []
     for path in photos[:2]:

@@ -18,57 +18,8 @@ import numpy as np
 import open_clip
 import pytest
 
+from tests.helpers import CORPUS, random_texts
 from tritonlens.serve.clip.tokenizer import ClipTokenizer, uses_simple_tokenizer
-from tritonlens.serve.texts import DEFAULT_MAX_TEXT_BYTES
-
-BOUND = DEFAULT_MAX_TEXT_BYTES
-
-
-def random_texts(n: int, seed: int = 0) -> list[str]:
-    """Texts of random code points from mixed ranges (ASCII, Latin-1, combining marks,
-    Cyrillic, CJK, Hangul, emoji, spaces, controls), 0 to 60 characters."""
-    rng = np.random.default_rng(seed)
-    ranges = [(0x20, 0x7E), (0x00, 0x1F), (0xA0, 0xFF), (0x300, 0x36F), (0x400, 0x4FF),
-              (0x4E00, 0x4FFF), (0xAC00, 0xAD00), (0x1F300, 0x1F64F), (0x2000, 0x206F),
-              (0x30, 0x39), (0xFF01, 0xFF5E)]
-    texts = []
-    for _ in range(n):
-        chars = []
-        for _ in range(rng.integers(0, 60)):
-            low, high = ranges[rng.integers(len(ranges))]
-            chars.append(chr(int(rng.integers(low, high + 1))))
-        texts.append("".join(chars))
-    return texts
-
-
-def at_bound(unit: str) -> str:
-    """``unit`` repeated to exactly BOUND bytes of UTF-8 (cut at a character edge)."""
-    data = (unit * (BOUND // len(unit.encode()) + 1)).encode()[:BOUND]
-    return data.decode("utf-8", errors="ignore")
-
-
-CORPUS = [
-    "", " ", "\t\n \u3000\u00a0 ", "a", "A photo of a CAT.", "a photo of a cat",
-    "Hello, world!!! (really?) [yes] {no} <b>bold</b> #tag @user ~/path_to/file.txt",
-    "it's IT'S we'll they'd I'm you're we've don't CAN'T",
-    "3.14159 2024-01-01 1,000,000 $5 50% 0x1F 42nd ½ ² ٣ 七",
-    "😀 👍🏽 👨‍👩‍👧‍👦 🇫🇷🇯🇵 ❤️ ☕ 🏳️‍🌈 😂😂😂😂😂😂😂😂😂",
-    "naïve café résumé Ångström Ünïcödé São Paulo Œuvre straße ß İstanbul ΣΑΣ ǅ",
-    "cafe\u0301 nai\u0308ve",  # decomposed accents
-    "日本語のテキスト 中文字 한국어 텍스트 ไทย العربية हिन्दी кошка ελληνικά",
-    "Tom &amp; Jerry &lt;3 &quot;quoted&quot; &#39;single&#39; &amp;amp; &nbsp;x &eacute;",
-    "The Mona Lisa doesnÃ¢â‚¬â„¢t have eyebrows.",  # ftfy fixes this mojibake
-    "Ã©tÃ© Ã  la plage",
-    "spaces    and\ttabs\n\nand\r\nnewlines   ",
-    "<start_of_text> <END_OF_TEXT> a<end_of_text>b",
-    "\x00\x01 control \x7f chars \u200b zero width \ufeff",
-    "https://example.com/a?b=c&d=e#frag user@example.com",
-    "a photo of a " + "very " * 400,
-    "x " * 200,
-    "supercalifragilisticexpialidocious" * 20,
-    at_bound("a photo of a cat, "), at_bound("é"), at_bound("😂"), at_bound("中"),
-    at_bound("abcdefghijklmnopqrstuvwxyz"), at_bound("&amp; "), at_bound("1"),
-]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import CLIP_TEST_MODEL, SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE
+from tests.helpers import CLIP_TEST_MODEL, SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE
 from tritonlens.export.config import instance_kind, parse_config
 
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
 
@@ -21,6 +23,7 @@ def hadolint() -> str:
     return path
 
 
+@pytest.mark.tools("hadolint")
 def test_dockerfile_passes_hadolint():
     result = subprocess.run([hadolint(), "--no-color", str(DOCKER / "Dockerfile")],
                             capture_output=True, text=True)

@@ -5,31 +5,11 @@ tests/server/test_grafana_metrics.py."""
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import yaml
 
-DOCKER = Path(__file__).resolve().parents[2] / "docker"
-DASHBOARD = DOCKER / "grafana" / "tritonlens-dashboard.json"
-METRIC = re.compile(r"\b(nv_[a-z_]+)\b")
-
-
-def dashboard() -> dict:
-    return json.loads(DASHBOARD.read_text())
-
-
-def queries(board: dict) -> list[str]:
-    """Every PromQL expression of the dashboard: panel targets and template queries."""
-    exprs = [t["expr"] for panel in board["panels"] for t in panel.get("targets", [])]
-    exprs += [v["definition"] for v in board["templating"]["list"] if v["type"] == "query"]
-    return exprs
-
-
-def metric_names(board: dict) -> set[str]:
-    """The Triton metric names (``nv_...``) the dashboard's queries use."""
-    return {name for expr in queries(board) for name in METRIC.findall(expr)}
+from tests.helpers import DOCKER, METRIC, dashboard, metric_names, queries
 
 
 def test_dashboard_is_valid_grafana_json():

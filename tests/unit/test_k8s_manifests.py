@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.tools("kubectl")  # every test reads what `kubectl kustomize` renders
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 

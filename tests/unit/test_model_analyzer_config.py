@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tritonlens.bench.tuning import model_analyzer_config
 from tritonlens.launcher.install import find_triton
 
 
+@pytest.mark.tools("tritonserver")
 def test_config_launches_the_wheel_server_locally(tmp_path):
     config = model_analyzer_config(tmp_path / "repo", ["clip_image_encoder"], tmp_path / "out",
                                    Path("/x/perf_analyzer"), max_concurrency=4)

@@ -77,6 +77,7 @@ def test_replica_lists_must_match(tmp_path):
 
 
 @pytest.mark.parametrize("settings", [{}, {"max_body_size": "0", "workers": "1", "host": "::1"}])
+@pytest.mark.tools("nginx")
 def test_nginx_accepts_the_config(tmp_path, settings):
     """``nginx -t`` parses the rendered config (directives, upstream hash, http2, grpc_pass)."""
     config = tmp_path / "nginx.conf"
