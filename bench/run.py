@@ -32,6 +32,7 @@ from tritonlens.bench.host import describe_host, versions
 from tritonlens.bench.monitor import ResourceMonitor
 from tritonlens.bench.perf_analyzer import (Measurement, PerfPoint, ensure_perf_analyzer,
                                             run_point, write_input_data)
+from tritonlens.serve.parameters import MODEL_NAME_PARAMETER, WEIGHTS_PARAMETER
 
 # The label file of ``tritonlens demo`` (27 labels) and open_clip's 7 "simple" ImageNet
 # templates (SIMPLE_IMAGENET_TEMPLATES), used by the export and the naive path alike.
@@ -135,8 +136,8 @@ def prepare_clip(options: BenchOptions) -> tuple[Path, dict]:
     if options.repo and (repo / "clip_image_encoder" / "config.pbtxt").exists():
         params = parse_config(repo / "clip_image_encoder" / "config.pbtxt").parameters
         labels = read_lines(repo / "clip_zero_shot" / "labels.txt", "labels")
-        return repo, {"model": params["tritonlens.model_name"].string_value,
-                      "weights": params["tritonlens.weights"].string_value,
+        return repo, {"model": params[MODEL_NAME_PARAMETER].string_value,
+                      "weights": params[WEIGHTS_PARAMETER].string_value,
                       "labels": labels, "templates": TEMPLATES,
                       "note": "repository given; the naive path uses the bench's templates"}
     checkpoint = work / f"{model}-seed0.pt"

@@ -31,6 +31,7 @@ from tritonlens.client.base import TritonClient, TritonLensError
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console, fail,
                                        run_at_boundary)
 from tritonlens.core.plugins import load_commands, load_plugins
+from tritonlens.serve.parameters import PRECISION_PARAMETER, PROFILE_PARAMETER, STUB_RESTART_PARAMETER, WEIGHTS_PARAMETER
 
 app = typer.Typer(
     help="Serve OpenCLIP and SAM 2 encoders on NVIDIA Triton Inference Server.\n\n"
@@ -181,11 +182,11 @@ def model_details(config: dict) -> dict[str, str]:
     threads = params.get("intra_op_thread_count") or params.get("INTRA_OP_THREAD_COUNT") or "-"
     return {
         "backend": config.get("backend") or config.get("platform", ""),
-        "precision": " ".join(filter(None, (params.get("tritonlens.precision", ""),
+        "precision": " ".join(filter(None, (params.get(PRECISION_PARAMETER, ""),
                                              params.get("tritonlens.int8_format", "")))),
-        "profile": params.get("tritonlens.profile", ""),
+        "profile": params.get(PROFILE_PARAMETER, ""),
         "instances": f"{count} x {threads}" if count else "",
-        "weights": params.get("tritonlens.weights", ""),
+        "weights": params.get(WEIGHTS_PARAMETER, ""),
     }
 
 
@@ -211,7 +212,7 @@ def status(url: Url = None, protocol: Protocol = "http",
         if model.get("state") == "READY":
             config = conn.get_model_config(model["name"], **({"as_json": True} if client.protocol == "grpc" else {}))
             details[model["name"]] = model_details(config.get("config", config))
-            restart = config.get("config", config).get("parameters", {}).get("tritonlens.stub_restart")
+            restart = config.get("config", config).get("parameters", {}).get(STUB_RESTART_PARAMETER)
             if restart:  # launcher/health.py reloaded this model after one of its stubs died
                 model["reason"] = f"recovered: {restart.get('string_value', '')}"
     ready = conn.is_server_ready()

@@ -19,14 +19,13 @@ from typing import Sequence
 import numpy as np
 
 from tritonlens.client.base import REPLICA_HEADER, InferenceError, TritonClient, TritonLensError
+from tritonlens.serve.parameters import STUB_RESTART_PARAMETER
 
 # Triton's correlation IDs are uint64 (0 means "no sequence") or strings.
 MAX_SEQUENCE_ID = 2 ** 64 - 1
 # Triton's answer to a non-START frame of a sequence it does not hold (never started, or
 # evicted after max_sequence_idle_microseconds, or the server restarted).
 _TRITON_NO_SEQUENCE = "must specify the START flag"
-# What launcher/health.py writes into a model's config when it reloads it after its stub died.
-STUB_RESTART_PARAMETER = "tritonlens.stub_restart"
 
 
 class StreamEvictedError(InferenceError):

@@ -30,6 +30,8 @@ from pathlib import Path
 import onnx
 from onnx.external_data_helper import set_external_data
 
+from tritonlens.serve.parameters import DISABLE_PREPACKING_PARAMETER
+
 ALIGNMENT = 64 * 1024  # bytes; a multiple of every Linux page size and of Windows' granularity
 EXTERNAL_THRESHOLD = 1024  # bytes; smaller tensors stay inside model.onnx
 
@@ -164,7 +166,7 @@ def onnxruntime_parameters(profile: str, instances: int, threads: int) -> dict[s
     if profile == "low-memory":
         params.update({"enable_mem_arena": "0", "enable_mem_pattern": "0"})
         if instances > 1:
-            params["tritonlens.disable_prepacking"] = "1"
+            params[DISABLE_PREPACKING_PARAMETER] = "1"
     return params
 
 

@@ -46,12 +46,11 @@ from pathlib import Path
 import psutil
 
 from tritonlens.launcher.admin import TritonAdmin
+from tritonlens.serve.parameters import STUB_RESTARTS_PARAMETER, STUB_RESTART_PARAMETER
 
 log = logging.getLogger(__name__)
 
 STUB_EXECUTABLE = "triton_python_backend_stub"
-RESTARTS_PARAMETER = "tritonlens.stub_restarts"
-LAST_RESTART_PARAMETER = "tritonlens.stub_restart"
 # A stub's instance name is argv[8] of its command line (module docstring, Triton 2.51).
 _INSTANCE_ARG = 8
 
@@ -165,10 +164,10 @@ class StubMonitor:
         """
         config = self.admin.model_config(model)
         params = config.setdefault("parameters", {})
-        count = int(params.get(RESTARTS_PARAMETER, {}).get("string_value", "0") or 0) + 1
+        count = int(params.get(STUB_RESTARTS_PARAMETER, {}).get("string_value", "0") or 0) + 1
         when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        params[RESTARTS_PARAMETER] = {"string_value": str(count)}
-        params[LAST_RESTART_PARAMETER] = {"string_value": (
+        params[STUB_RESTARTS_PARAMETER] = {"string_value": str(count)}
+        params[STUB_RESTART_PARAMETER] = {"string_value": (
             f"stub of {', '.join(s.instance for s in dead)} died at {when}; model reloaded "
             "(state held by that model, e.g. video streams, was lost)")}
         self.admin.load(model, config, timeout=self.load_timeout)

@@ -26,6 +26,7 @@ from tritonlens.client.base import InferenceError, TritonClient, TritonLensError
 from tritonlens.client.common import (Classification, ImageLike, Label, ProgressBar,  # noqa: F401
                                       bytes_tensor, chunk_bounds, classify_image, imap_concurrent,
                                       map_concurrent, parse_classification, read_image)
+from tritonlens.serve.parameters import WEIGHTS_PARAMETER
 
 # clip_preprocess / clip_tokenize name a refused image or text by its position in the request.
 _ITEM_IN_REQUEST = re.compile(r"(?:image|text) (\d+) of the request")
@@ -194,7 +195,7 @@ class ClipClient(TritonClient):
 
     def weights(self) -> str:
         """Where the served image encoder's weights came from: "random", a tag or a path."""
-        return self.model_parameter(f"{self.prefix}_image_encoder", "tritonlens.weights")
+        return self.model_parameter(f"{self.prefix}_image_encoder", WEIGHTS_PARAMETER)
 
 
 def _utf8(text: str) -> bytes:

@@ -13,6 +13,7 @@ from tritonlens.client.base import TritonLensError
 from tritonlens.client.clip import ClipClient, map_concurrent
 from tritonlens.client.options import classification_table, console, warn_random_weights
 from tritonlens.core.plugins import Demo
+from tritonlens.serve.parameters import MODEL_NAME_PARAMETER, WEIGHTS_PARAMETER
 
 DEMO_LABELS = Path(__file__).resolve().parent.parent / "data" / "demo_labels.txt"
 
@@ -34,8 +35,8 @@ def existing_export(repo: Path, model: str, pretrained: str) -> bool:
         return False
     params = parse_config(config_path).parameters
     weights = "random" if pretrained in ("", "none") else pretrained
-    return (params["tritonlens.model_name"].string_value == model
-            and params["tritonlens.weights"].string_value == weights)
+    return (params[MODEL_NAME_PARAMETER].string_value == model
+            and params[WEIGHTS_PARAMETER].string_value == weights)
 
 
 def demo_export(demo: Demo, options: ClipDemoOptions) -> None:

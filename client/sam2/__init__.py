@@ -27,6 +27,7 @@ import numpy as np
 
 from tritonlens.client.base import TritonClient
 from tritonlens.client.common import ImageLike, bytes_tensor, read_image
+from tritonlens.serve.parameters import WEIGHTS_PARAMETER
 
 FOREGROUND, BACKGROUND, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 1, 0, 2, 3
 
@@ -174,7 +175,7 @@ class Sam2Client(TritonClient):
 
     def weights(self) -> str:
         """Where the served image encoder's weights came from: "random" or a checkpoint."""
-        return self.model_parameter("sam2_image_encoder", "tritonlens.weights")
+        return self.model_parameter("sam2_image_encoder", WEIGHTS_PARAMETER)
 
 
 def _segmentation(result) -> Segmentation:

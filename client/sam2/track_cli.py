@@ -17,6 +17,7 @@ from tritonlens.client.options import (Protocol, Url, check_protocol, console, e
 from tritonlens.client.sam2.render import draw_prompts
 from tritonlens.client.sam2.track import Box, Point, Sam2VideoClient, TrackedFrame
 from tritonlens.client.sam2.video import read_video
+from tritonlens.serve.parameters import WEIGHTS_PARAMETER
 
 # One colour per object (RGB), cycled.
 COLOURS = np.array([(30, 144, 255), (255, 64, 64), (60, 200, 80), (255, 200, 0),
@@ -135,7 +136,7 @@ def track(
     frames_done, areas = 0, {}
     try:
         client.check_ready("sam2_track")
-        warn_random_weights(client.model_parameter("sam2_image_encoder", "tritonlens.weights"))
+        warn_random_weights(client.model_parameter("sam2_image_encoder", WEIGHTS_PARAMETER))
         total = None
         if video.is_file():
             try:

@@ -38,6 +38,7 @@ from tritonlens.serve.clip import names
 from tritonlens.serve.clip.names import (DEFAULT_INTERPOLATION, DEFAULT_RESIZE_MODE, INTERPOLATIONS,
                                          RESIZE_MODES)
 from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from tritonlens.serve.parameters import DEVICE_PARAMETER, FAMILY_PARAMETER, FORMAT_PARAMETER, INSTANCES_REASON_PARAMETER, MODEL_NAME_PARAMETER, PRECISION_PARAMETER, PROFILE_PARAMETER, WEIGHTS_PARAMETER
 
 
 
@@ -232,7 +233,7 @@ def engine_settings(options: ClipExportOptions, tower: str = "image") -> tuple[i
         return instances, threads, {"INTRA_OP_THREAD_COUNT": str(threads)}
     params = onnxruntime_parameters(options.profile, instances, threads)
     if auto:
-        params["tritonlens.instances_reason"] = (AUTO_INSTANCES_REASON if tower == "image"
+        params[INSTANCES_REASON_PARAMETER] = (AUTO_INSTANCES_REASON if tower == "image"
                                                  else TEXT_INSTANCES_REASON)
     return instances, threads, params
 
@@ -276,13 +277,13 @@ def export_clip(options: ClipExportOptions, repo: Path,
     suffix = "" if options.fmt == "onnx" else "__0"  # native pytorch backend output naming
     name = lambda part: f"{options.prefix}_{part}"  # noqa: E731
     common = {
-        "tritonlens.family": "clip",
-        "tritonlens.model_name": options.model,
-        "tritonlens.weights": weights,
-        "tritonlens.format": options.fmt,
-        "tritonlens.precision": options.precision,
-        "tritonlens.profile": options.profile,
-        "tritonlens.device": options.device,
+        FAMILY_PARAMETER: "clip",
+        MODEL_NAME_PARAMETER: options.model,
+        WEIGHTS_PARAMETER: weights,
+        FORMAT_PARAMETER: options.fmt,
+        PRECISION_PARAMETER: options.precision,
+        PROFILE_PARAMETER: options.profile,
+        DEVICE_PARAMETER: options.device,
         **engine_params,
     }
     kind = instance_kind(options.device)
@@ -320,7 +321,7 @@ def export_clip(options: ClipExportOptions, repo: Path,
                                profile=options.profile)
             tower = "text" if model_name == name("text_encoder") else "image"
             model_instances, _, model_engine_params = engine_settings(options, tower)
-            params = dict(common, **model_engine_params, **{"tritonlens.precision": precision},
+            params = dict(common, **model_engine_params, **{PRECISION_PARAMETER: precision},
                           **precision_parameters(precision))
             config = model_config(model_name, backend, [inp], [out], max_batch_size=model_mbs,
                                   parameters=params, **dict(batching, instance_count=model_instances))
@@ -340,8 +341,8 @@ def export_clip(options: ClipExportOptions, repo: Path,
                     "max_image_bytes": str(DEFAULT_MAX_BYTES),
                     names.APPLY_EXIF_ORIENTATION: "false",
                     names.JPEG_DRAFT: "true" if options.jpeg_draft else "false",
-                    "tritonlens.family": "clip",
-                    "tritonlens.profile": options.profile})
+                    FAMILY_PARAMETER: "clip",
+                    PROFILE_PARAMETER: options.profile})
     write_model(repo, preprocess_config, {"model.py": python_model_source("clip_preprocess")},
                 extra=add_warmup(preprocess_config, {"image": warmup_image()}))
 
@@ -362,7 +363,7 @@ def export_clip(options: ClipExportOptions, repo: Path,
             name("tokenize"), "python", [Tensor("text", "bytes", (1,))], [token_ids],
             max_batch_size=text_mbs, parameters={"model_name": options.model,
                                                  "context_length": str(context_length),
-                                                 "tritonlens.family": "clip"})
+                                                 FAMILY_PARAMETER: "clip"})
         write_model(repo, tokenize_config, {"model.py": python_model_source("clip_tokenize")},
                     extra=add_warmup(tokenize_config, {"text": WARMUP_TEXT}))
         write_model(repo, ensemble_config(

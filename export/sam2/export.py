@@ -49,6 +49,7 @@ from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_pa
 from tritonlens.export.repository import python_model_source
 from tritonlens.export.sam2.modules import ImageEncoder, PromptDecoder
 from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from tritonlens.serve.parameters import DEVICE_PARAMETER, FAMILY_PARAMETER, FORMAT_PARAMETER, FORMAT_REASON_PARAMETER, IMAGE_SIZE_PARAMETER, PRECISION_PARAMETER, PROFILE_PARAMETER, WEIGHTS_PARAMETER
 
 # Short names -> sam2's packaged Hydra configs (sam2 1.1.0: configs/sam2 and configs/sam2.1).
 CONFIG_NAMES = {
@@ -236,19 +237,19 @@ def export_sam2(options: Sam2ExportOptions, repo: Path,
     # encoder_threads says why).
     from tritonlens.export.sam2.tracker import encoder_threads
     threads = options.threads or encoder_threads(options.instance_count)
-    common = {"tritonlens.family": "sam2", "tritonlens.config": options.config,
-              "tritonlens.weights": weights, "tritonlens.image_size": str(size),
-              "tritonlens.precision": "fp32", "tritonlens.profile": options.profile,
-              "tritonlens.device": options.device}
+    common = {FAMILY_PARAMETER: "sam2", "tritonlens.config": options.config,
+              WEIGHTS_PARAMETER: weights, IMAGE_SIZE_PARAMETER: str(size),
+              PRECISION_PARAMETER: "fp32", PROFILE_PARAMETER: options.profile,
+              DEVICE_PARAMETER: options.device}
     kind = instance_kind(options.device)
     repo.mkdir(parents=True, exist_ok=True)
 
     def engine(model: str) -> tuple[str, str, dict[str, str]]:
         """(backend, output-name suffix, parameters) of an exported graph."""
         fmt, reason = formats[model]
-        params = {**common, "tritonlens.format": fmt, "tritonlens.format_reason": reason}
+        params = {**common, FORMAT_PARAMETER: fmt, FORMAT_REASON_PARAMETER: reason}
         if model == "sam2_image_encoder":
-            params["tritonlens.precision"] = options.precision
+            params[PRECISION_PARAMETER] = options.precision
             params.update(precision_parameters(options.precision))
         if fmt == "onnx":
             return "onnxruntime", "", {**params, **onnxruntime_parameters(

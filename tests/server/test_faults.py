@@ -36,7 +36,7 @@ from tritonlens.client.sam2 import Sam2Client
 from tritonlens.client.sam2.track import Point, Sam2VideoClient
 from tritonlens.client.sequences import StreamEvictedError
 from tritonlens.launcher import TritonServer
-from tritonlens.launcher.health import LAST_RESTART_PARAMETER, RESTARTS_PARAMETER
+from tritonlens.serve.parameters import STUB_RESTART_PARAMETER, STUB_RESTARTS_PARAMETER
 
 # Measured on the 2-core test host: detection within 2 polls (1 s), then the reload itself
 # (CLIP encoder ~7 s, SAM 2 tracker ~26 s while other tests load the host).
@@ -105,8 +105,8 @@ def test_killed_encoder_stub_is_replaced_and_others_keep_serving(fault_server, p
     print(f"clip_image_encoder recovered {recovery:.1f} s after its stub was killed")
     assert not text_failures, text_failures[:3]
     params = clip.connection.get_model_config("clip_image_encoder").config.parameters
-    assert params[RESTARTS_PARAMETER].string_value == "1"
-    assert "clip_image_encoder_0_0 died" in params[LAST_RESTART_PARAMETER].string_value
+    assert params[STUB_RESTARTS_PARAMETER].string_value == "1"
+    assert "clip_image_encoder_0_0 died" in params[STUB_RESTART_PARAMETER].string_value
     assert fault_server.is_ready()
     status = subprocess.run([str(Path(sys.executable).parent / "tritonlens"), "status", "--url",
                              fault_server.http_url], capture_output=True, text=True, timeout=120,
@@ -140,8 +140,8 @@ def test_killed_tracker_stub_loses_streams_clearly(fault_server, photos):
     assert "state was lost when the tracker's stub of sam2_tracker_0_0 died" in message, message
     assert "start the stream again" in message
     params = video.connection.get_model_config("sam2_tracker").config.parameters
-    assert "sam2_tracker_0_0 died" in params[LAST_RESTART_PARAMETER].string_value
-    assert "state" in params[LAST_RESTART_PARAMETER].string_value
+    assert "sam2_tracker_0_0 died" in params[STUB_RESTART_PARAMETER].string_value
+    assert "state" in params[STUB_RESTART_PARAMETER].string_value
     # A new stream works, and so does the rest of SAM 2.
     again = list(video.track(jpegs[:3], {0: [Point(170, 120)]}))
     assert [r.object_ids.tolist() for r in again] == [[1]] * 3

@@ -16,6 +16,7 @@ import numpy as np
 from tritonlens.client.base import TritonClient
 from tritonlens.client.common import (Classification, ImageLike, bytes_tensor, chunk_bounds,
                                       classify_image, map_concurrent, read_image)
+from tritonlens.serve.parameters import WEIGHTS_PARAMETER
 
 
 class TimmClient(TritonClient):
@@ -77,4 +78,4 @@ class TimmClient(TritonClient):
 
     def weights(self) -> str:
         """Where the served weights came from: "random" or the checkpoint path."""
-        return self.model_parameter(f"{self.prefix}_model", "tritonlens.weights")
+        return self.model_parameter(f"{self.prefix}_model", WEIGHTS_PARAMETER)

@@ -33,6 +33,7 @@ from tritonlens.export.config import (Step, Tensor, ensemble_config, instance_ki
 from tritonlens.export.core import ExportError, ExportOptions, save_graph
 from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_parameters
 from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from tritonlens.serve.parameters import FAMILY_PARAMETER, MODEL_NAME_PARAMETER, WEIGHTS_PARAMETER
 from tritonlens_timm import MODEL_REPOSITORY
 from tritonlens_timm.transform import EvalTransform
 
@@ -155,8 +156,8 @@ def export_timm(options: TimmExportOptions, repo: Path,
     name = lambda part: f"{options.prefix}_{part}"  # noqa: E731
     instances = max(1, options.instance_count)
     threads = options.threads or max(1, (os.cpu_count() or 1) // instances)
-    common = {"tritonlens.family": "timm", "tritonlens.model_name": options.model,
-              "tritonlens.weights": weights}
+    common = {FAMILY_PARAMETER: "timm", MODEL_NAME_PARAMETER: options.model,
+              WEIGHTS_PARAMETER: weights}
     graph_parameters = {**common, **onnxruntime_parameters(options.profile, instances, threads),
                         **precision_parameters(options.precision)}
     image = Tensor("image", "bytes", (1,))

@@ -21,6 +21,7 @@ from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_
                                        check_protocol, classification_table, console, err_console,
                                        classify_command, fail, run_export, warn_random_weights)
 from tritonlens.core.plugins import BenchInputs, Demo, Plugin, Scenario, Streams
+from tritonlens.serve.parameters import MODEL_NAME_PARAMETER
 from tritonlens_timm import MODEL_REPOSITORY
 from tritonlens_timm.client import TimmClient
 
@@ -152,7 +153,7 @@ def existing_export(repo: Path, model: str) -> bool:
     if not all((repo / name / "config.pbtxt").exists() for name in MODELS):
         return False
     params = parse_config(repo / "timm_model" / "config.pbtxt").parameters
-    return params["tritonlens.model_name"].string_value == model
+    return params[MODEL_NAME_PARAMETER].string_value == model
 
 
 class TimmPlugin(Plugin):

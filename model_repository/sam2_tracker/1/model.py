@@ -42,6 +42,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from tritonlens.serve.errors import response_for_exception  # noqa: E402
 from tritonlens.serve.model_config import ConfigError, read_model_config  # noqa: E402
+from tritonlens.serve.parameters import WEIGHTS_PARAMETER  # noqa: E402
 from tritonlens.serve.sam2 import (StreamingTracker, build_video_model,  # noqa: E402
                                    parse_prompts)
 from tritonlens.serve.sam2 import names  # noqa: E402
@@ -79,7 +80,7 @@ class TritonPythonModel:
                                         max_streams=max_streams, idle_seconds=self.idle_s)
         self.tracker.warm_up()
         release_freed_memory()  # what building the model freed (see tritonlens.serve.resources)
-        self.weights_note = params.get("tritonlens.weights", "")
+        self.weights_note = params.get(WEIGHTS_PARAMETER, "")
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.sweeper = threading.Thread(target=self._sweep_loop, daemon=True)

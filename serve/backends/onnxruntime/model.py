@@ -23,6 +23,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 import triton_python_backend_utils as pb_utils
 
 from tritonlens.serve.batching import execute_requests, read_model_config
+from tritonlens.serve.parameters import DISABLE_PREPACKING_PARAMETER, WEIGHTS_PARAMETER
 from tritonlens.serve.resources import release_freed_memory
 
 
@@ -37,7 +38,7 @@ class TritonPythonModel:
         options.inter_op_num_threads = int(params.get("inter_op_thread_count", "0") or 0)
         options.enable_cpu_mem_arena = params.get("enable_mem_arena", "1") != "0"
         options.enable_mem_pattern = params.get("enable_mem_pattern", "1") != "0"
-        if params.get("tritonlens.disable_prepacking", "0") == "1":
+        if params.get(DISABLE_PREPACKING_PARAMETER, "0") == "1":
             options.add_session_config_entry("session.disable_prepacking", "1")
         providers = ["CPUExecutionProvider"]
         if args.get("model_instance_kind") == "GPU":
@@ -63,7 +64,7 @@ class TritonPythonModel:
                         f"{params.get('tritonlens.precision', 'fp32')}, profile="
                         f"{params.get('tritonlens.profile', 'default')}, memory arena "
                         f"{'on' if options.enable_cpu_mem_arena else 'off'}")
-        if params.get("tritonlens.weights") == "random":
+        if params.get(WEIGHTS_PARAMETER) == "random":
             logger.log_warn(f"{self.spec.name}: RANDOM-INITIALISED weights (exported without a "
                             "checkpoint); its outputs are not real predictions")
 

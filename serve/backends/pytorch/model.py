@@ -22,6 +22,7 @@ import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils
 
 from tritonlens.serve.batching import execute_requests, read_model_config  # noqa: E402
+from tritonlens.serve.parameters import WEIGHTS_PARAMETER  # noqa: E402
 
 
 class TritonPythonModel:
@@ -54,7 +55,7 @@ class TritonPythonModel:
         self.output_names = [o.name for o in self.spec.outputs]
         pb_utils.Logger.log_info(f"{self.spec.name}: torch {torch.__version__} TorchScript on "
                                  f"{self.device}, intra_op_threads={torch.get_num_threads()}")
-        if params.get("tritonlens.weights") == "random":
+        if params.get(WEIGHTS_PARAMETER) == "random":
             pb_utils.Logger.log_warn(f"{self.spec.name}: RANDOM-INITIALISED weights (exported "
                                      "without a checkpoint); its outputs are not real predictions")
 
