@@ -49,7 +49,7 @@ bench-quick: setup  ## quick benchmark (< 3 min)
 
 targets: setup  ## the three performance targets in one run, as the README's table (~8 min)
 	mkdir -p results
-	$(VENV)/bin/python -m tritonlens.bench.targets --out results/targets.json
+	$(VENV)/bin/python -m tritonlens.bench.studies.targets --out results/targets.json
 
 clean:  ## remove generated repositories, results and caches (keeps .venv)
 	rm -rf build results .pytest_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Annotated
 
@@ -18,16 +19,14 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
-def bench(
+def bench_command(
     quick: Annotated[bool, typer.Option(
-        help="CI smoke mode: ViT-S-32, short windows, few points (< 3 min on 2 cores)")] = False,
+        help="CI smoke mode: small models, short windows, few points (< 3 min on 2 cores)")] = False,
     repo: Annotated[Path | None, typer.Option(
-        help="Serve this model repository (exported into first if it has no CLIP export); "
-             "default: a fresh export under --work")] = None,
+        help="Serve this model repository (each benchmarked family exports into it first if it "
+             "lacks that family); default: a fresh export under --work")] = None,
     out: Annotated[Path | None, typer.Option(help="Results folder (default results/<timestamp>)")] = None,
     work: Annotated[Path, typer.Option(help="Scratch folder for exports and checkpoints")] = Path("build/bench"),
-    clip_model: Annotated[str | None, typer.Option(
-        help="open_clip architecture (default ViT-B-32; ViT-S-32 with --quick)")] = None,
     model: Annotated[list[str] | None, typer.Option(
         help="Only these Triton models (repeatable or comma-separated; default: every served model)")] = None,
     protocol: Annotated[list[str] | None, typer.Option(
@@ -44,9 +43,10 @@ def bench(
         help="Also measure the tuning candidates (default: on in full mode)")] = None,
     tools_dir: Annotated[Path, typer.Option(help="Where perf_analyzer's own venv is created")] = Path(".tools"),
     family: Annotated[list[str] | None, typer.Option(
-        help="Also run this plugin's benchmark export (sam2: SAM 2.1 hiera-tiny at 512 px) and "
-             "measure its models (repeatable or comma-separated; 'none' for CLIP only; default: "
-             "every installed plugin, none with --quick or --repo)")] = None,
+        help="Also run this plugin's benchmark steps (sam2: SAM 2.1 hiera-tiny at 512 px) and "
+             "measure its models (repeatable or comma-separated; 'none' for only the quick "
+             "families; default: every installed plugin, none more with --quick or --repo)")] = None,
+    **family_options,
 ) -> None:
     """Load-test every served model with perf_analyzer, beside the in-process baselines.
 
@@ -70,7 +70,7 @@ def bench(
     measurement = None
     if measurement_interval:
         measurement = Measurement(measurement_interval, 200 if quick else 30, 6)
-    options = BenchOptions(quick=quick, clip_model=clip_model, repo=repo, out=out, work=work,
+    options = BenchOptions(quick=quick, family_options=family_options, repo=repo, out=out, work=work,
                            protocols=protocols, shared_memory=shared_memory, concurrency=sweep,
                            models=_split(model), naive_images=naive_images,
                            measurement=measurement, tune=tune, tools_dir=tools_dir,
@@ -84,9 +84,30 @@ def bench(
     typer.echo(f"results: {folder}/report.md")
 
 
+def _bench_with_family_options():
+    """``bench_command`` with every plugin's ``bench_options`` fields as more options."""
+    import inspect
+
+    from tritonlens.client.options import dataclass_options, with_parameters
+    from tritonlens.core.plugins import load_plugins
+
+    fixed = [p for p in inspect.signature(bench_command).parameters.values()
+             if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    fixed = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ANNOTATIONS[p.name])
+             for p in fixed]
+    more = dataclass_options({name: p.bench_options for name, p in load_plugins().items()},
+                             tuple(p.name for p in fixed))
+    return with_parameters(lambda **kwargs: bench_command(**kwargs), fixed + more,
+                           inspect.getdoc(bench_command))
+
+
 def main() -> None:
     """Run ``bench`` as its own command (``python -m tritonlens.bench.cli``)."""
     typer.run(bench)
+
+
+ANNOTATIONS = typing.get_type_hints(bench_command, include_extras=True)
+bench = _bench_with_family_options()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 * ``results.json``: everything measured (perf_analyzer points with CPU/RSS, baselines,
   tuning), the host, versions, options and every served model's config.
-* ``report.md``: the ratios against the targets, then the tables.
+* ``report.md``: each family's sections (its ratios against the targets, its in-process
+  baselines, its tuning: ``Plugin.bench_summary``), then the tables.
 * ``throughput_vs_concurrency.png``: inferences/s per model and protocol (log scale).
 * ``latency_percentiles.png``: p50/p95/p99 of the end-to-end model per concurrency.
 
@@ -15,52 +16,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-TARGETS = {"triton_vs_onnxruntime": 0.9, "triton_vs_naive": 100.0}
-END_TO_END = "clip_classify"
-
-
 def read_configs(repo: Path, models: list[str]) -> dict[str, str]:
     """``config.pbtxt`` text of each served model, as it was served."""
     return {m: (repo / m / "config.pbtxt").read_text() for m in models
             if (repo / m / "config.pbtxt").exists()}
 
 
-def _ok(points: list[dict], model: str) -> list[dict]:
-    return [p for p in points if p["model"] == model and not p["error"] and p["throughput"] > 0]
-
-
-def ratios(results: dict) -> dict:
-    """The headline figures: Triton end-to-end against each baseline (see TARGETS)."""
-    e2e = _ok(results["perf"], END_TO_END)
-    base = results["baselines"]
-    if not e2e or not base:
-        return {}
-    best = max(e2e, key=lambda p: p["throughput"])
-    out = {
-        "triton_end_to_end": {"model": END_TO_END, "images_per_s": best["throughput"],
-                              "protocol": best["protocol"], "shared_memory": best["shared_memory"],
-                              "concurrency": best["concurrency"]},
-        "onnxruntime_in_process": {"images_per_s": base["onnxruntime"]["best_images_per_s"],
-                                   "batch": base["onnxruntime"]["best_batch"]},
-        "torch_in_process": {"images_per_s": base["torch"]["best_images_per_s"],
-                             "batch": base["torch"]["best_batch"]},
-        "naive": {"images_per_s": base["naive"]["images_per_s"]},
-    }
-    out["triton_vs_onnxruntime"] = best["throughput"] / base["onnxruntime"]["best_images_per_s"]
-    out["triton_vs_torch"] = best["throughput"] / base["torch"]["best_images_per_s"]
-    out["triton_vs_naive"] = best["throughput"] / base["naive"]["images_per_s"]
-    encoder = _ok(results["perf"], "clip_image_encoder")
-    if encoder:
-        out["triton_encoder_vs_onnxruntime"] = (max(p["throughput"] for p in encoder)
-                                                / base["onnxruntime"]["best_images_per_s"])
-    preprocess = _ok(results["perf"], "clip_preprocess")
-    if preprocess:
-        out["preprocess_images_per_s"] = max(p["throughput"] for p in preprocess)
-    return out
-
-
-# -- markdown -----------------------------------------------------------------------------
-def _table(header: list[str], rows: list[list]) -> str:
+def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -80,11 +42,18 @@ def _config_summary(text: str) -> list:
             sum(g.count for g in config.instance_group) or 1, threads]
 
 
-def markdown(results: dict) -> str:
-    """The report as markdown (see the module docstring)."""
-    r, host, ver = results.get("ratios", {}), results["host"], results["versions"]
-    exp = results["export"]
-    lines = [f"# tritonlens benchmark: CLIP {exp['model']} ({results['meta']['mode']} mode)", "",
+def contended_host(results: dict) -> bool:
+    """Whether other jobs used more than 0.3 cores during any measured point."""
+    others = [p["resources"].get("other_cpu_cores", 0.0) for p in results["perf"]]
+    return bool(others) and max(others) > 0.3
+
+
+def markdown(results: dict, sections: list[str] = ()) -> str:
+    """The report as markdown (see the module docstring); ``sections`` are the families'
+    own (``Plugin.bench_summary``: targets, baselines, tuning), placed after the context."""
+    host, ver = results["host"], results["versions"]
+    titles = [e.get("title", family) for family, e in results["export"].items()] or ["the repository given"]
+    lines = [f"# tritonlens benchmark: {', '.join(titles)} ({results['meta']['mode']} mode)", "",
              f"Run {results['meta']['started']}, {results['meta']['duration_s']:.0f} s. Host: "
              f"{host['cpu']}, {host['usable_cores']} usable cores, {host['memory_gb']} GB RAM, "
              f"{host['os']}, Python {host['python']}, {host['gpu']}. Client (perf_analyzer) and "
@@ -93,50 +62,21 @@ def markdown(results: dict) -> str:
              f"{results['meta'].get('load_average_at_end')}; the `other CPU` column is CPU used "
              "by other jobs on the host during each point (0 = a quiet host).", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()) + ".", "",
-             f"Weights: {exp['weights']} (seeded random init: throughput is what this measures; "
-             f"predictions are not real). {len(exp['labels'])} labels x {len(exp['templates'])} "
-             f"prompt templates. Inputs: {len(results['inputs']['photos'])} real photos "
+             f"Inputs: {len(results['inputs']['photos'])} real photos "
              f"({', '.join(results['inputs']['photos'])}), the same for every engine.", ""]
     others = [p["resources"].get("other_cpu_cores", 0.0) for p in results["perf"]]
-    contended = bool(others) and max(others) > 0.3
-
-    def met(ok: bool) -> str:
-        return ("yes" if ok else "**no**") + (" (contended host: not established)" if contended else "")
-
-    if contended:
+    if contended_host(results):
         busy = [p for p in results["perf"] if p["resources"].get("other_cpu_cores", 0.0) > 0.3]
         lines += [f"**Contended host:** other jobs used up to {max(others):.2f} cores during "
                   f"{len(busy)} of {len(others)} points (`other CPU` column); those figures are "
                   "low and the ratios noisy. Compare points with `other CPU` near 0.", ""]
-    if r:
-        e2e = r["triton_end_to_end"]
-        lines += ["## Against the targets", "",
-                  _table(["measure", "images/s", "ratio (Triton e2e / it)", "target", "met"], [
-                      [f"Triton end-to-end `{e2e['model']}` (image bytes in, probabilities out; "
-                       f"{e2e['protocol']}, shm {e2e['shared_memory']}, concurrency {e2e['concurrency']})",
-                       f"{e2e['images_per_s']:.2f}", "1", "", ""],
-                      [f"onnxruntime in-process, image encoder only, batch {r['onnxruntime_in_process']['batch']}",
-                       f"{r['onnxruntime_in_process']['images_per_s']:.2f}", f"{r['triton_vs_onnxruntime']:.2f}x",
-                       ">= 0.9x", met(r["triton_vs_onnxruntime"] >= TARGETS["triton_vs_onnxruntime"])],
-                      [f"torch (open_clip) in-process, image encoder only, batch {r['torch_in_process']['batch']}",
-                       f"{r['torch_in_process']['images_per_s']:.2f}", f"{r['triton_vs_torch']:.2f}x", "", ""],
-                      ["naive path (one process per image: load, encode labels, classify)",
-                       f"{r['naive']['images_per_s']:.4f}", f"{r['triton_vs_naive']:.0f}x", ">= 100x",
-                       met(r["triton_vs_naive"] >= TARGETS["triton_vs_naive"])],
-                  ]), ""]
-        if "triton_encoder_vs_onnxruntime" in r:
-            lines += [f"The served image encoder alone (`clip_image_encoder`, preprocessed pixels in) "
-                      f"reaches {r['triton_encoder_vs_onnxruntime']:.2f}x the raw onnxruntime session; "
-                      f"`clip_preprocess` alone (decode + resize + crop of the photo files) reaches "
-                      f"{r.get('preprocess_images_per_s', 0):.1f} images/s. The end-to-end path pays "
-                      "for both on the same cores, plus perf_analyzer's own CPU "
-                      "(client CPU column), which the encoder-only baselines do not.", ""]
-    lines += ["Reproduce: `make bench` (full: ViT-B-32) or `tritonlens bench --quick` (ViT-S-32, "
-              "< 3 min); perf_analyzer is installed into `.tools/perf_analyzer` on the first run.", ""]
+    lines += list(sections)
+    lines += ["Reproduce: `make bench` (full) or `tritonlens bench --quick` (small models, < 3 min); "
+              "perf_analyzer is installed into `.tools/perf_analyzer` on the first run.", ""]
     lines += ["## Triton under perf_analyzer", "",
               "Latency is client-side. CPU: cores busy on average (server = tritonserver plus its "
               "stubs; client = perf_analyzer). RSS: peak during the point.", "",
-              _table(["model", "protocol", "shm", "conc.", "infer/s", "p50 ms", "p95 ms", "p99 ms",
+              table(["model", "protocol", "shm", "conc.", "infer/s", "p50 ms", "p95 ms", "p99 ms",
                       "server CPU", "client CPU", "other CPU", "server RSS MB", "stubs RSS MB"],
                      [[p["model"], p["protocol"], p["shared_memory"], p["concurrency"],
                        f"{p['throughput']:.2f}" if not p["error"] else "FAILED",
@@ -151,19 +91,6 @@ def markdown(results: dict) -> str:
     if errors:
         lines += ["Failed points:", ""] + [f"- {p['model']} {p['protocol']} c={p['concurrency']}: "
                                           f"{p['error']}" for p in errors] + [""]
-    base = results["baselines"]
-    if base:
-        sizes = sorted({int(b) for c in ("onnxruntime", "torch") for b in base[c]["images_per_s"]})
-        lines += ["## In-process baselines (same photos, same weights, fp32)", "",
-                  _table(["engine", "threads", *[f"batch {b}" for b in sizes], "best"],
-                         [[base[c]["engine"], base[c]["threads"],
-                           *[f"{base[c]['images_per_s'].get(b, base[c]['images_per_s'].get(str(b), 0)):.2f}" for b in sizes],
-                           f"{base[c]['best_images_per_s']:.2f} (batch {base[c]['best_batch']})"]
-                          for c in ("onnxruntime", "torch")]), "",
-                  f"Naive path: {len(base['naive']['seconds_per_image'])} image(s), "
-                  f"{base['naive']['mean_seconds_per_image']:.1f} s per image (process start to exit), "
-                  f"peak RSS {max(base['naive']['peak_rss_mb']):.0f} MB per process; "
-                  f"= {base['naive']['images_per_s']:.4f} images/s.", ""]
     stubs: dict[str, float] = {}
     for p in results["perf"]:
         for k, v in p["resources"].get("stubs_peak_rss_mb", {}).items():
@@ -173,16 +100,9 @@ def markdown(results: dict) -> str:
               f"Idle after start: tritonserver {results['idle']['server_peak_rss_mb']:.0f} MB, all "
               f"processes {results['idle']['total_peak_rss_mb']:.0f} MB. Peak over the run: "
               f"tritonserver {server_peak:.0f} MB; per model, its largest stub (one stub per instance):", "",
-              _table(["process", "peak RSS MB"], [[k, f"{v:.0f}"] for k, v in sorted(stubs.items())]), ""]
-    if results.get("tuning"):
-        lines += ["## Tuning candidates (`clip_classify`, loaded as config overrides)", "",
-                  _table(["candidate", "protocol", "conc.", "infer/s", "p50 ms", "p99 ms", "server CPU"],
-                         [[t["candidate"], t["protocol"], t["concurrency"],
-                           f"{t['throughput']:.2f}" if not t["error"] else "FAILED",
-                           f"{t['p50_ms']:.1f}", f"{t['p99_ms']:.1f}",
-                           f"{t['resources'].get('server_cpu_cores', 0):.2f}"] for t in results["tuning"]]), ""]
+              table(["process", "peak RSS MB"], [[k, f"{v:.0f}"] for k, v in sorted(stubs.items())]), ""]
     lines += ["## Configs served", "",
-              _table(["model", "backend", "max batch", "queue delay us", "preferred", "instances",
+              table(["model", "backend", "max batch", "queue delay us", "preferred", "instances",
                       "intra-op threads"],
                      [[m, *_config_summary(t)] for m, t in results["configs"].items()]), "",
               "Full `config.pbtxt` texts are in `results.json` (`configs`).", ""]
@@ -230,15 +150,15 @@ def plot_throughput(results: dict, path: Path) -> None:
             pts.sort()
             ax.plot([c for c, _ in pts], [t for _, t in pts], marker="o", label=label, color=colour,
                     linestyle="--" if " http" in label else "-",
-                    linewidth=2.5 if label.startswith(END_TO_END) else 1)
-        ort = results.get("ratios", {}).get("onnxruntime_in_process")
-        if ort and family == "clip":
-            ax.axhline(ort["images_per_s"], color="k", linestyle="--", linewidth=1,
-                       label=f"onnxruntime in-process (batch {ort['batch']})")
+                    linewidth=2.5 if label.split()[0] in results.get("end_to_end", ()) else 1)
+        reference = results.get("ratios", {}).get(family, {}).get("reference")
+        if reference:  # the family's in-process reference engine (Plugin.bench_summary)
+            ax.axhline(reference["images_per_s"], color="k", linestyle="--", linewidth=1,
+                       label=reference["label"])
         ax.set_yscale("log")
         ax.set_xlabel("concurrency (requests in flight)")
         ax.set_ylabel("inferences / s (log)")
-        title = (f"CLIP {results['export']['model']}" if family == "clip" else family.upper())
+        title = results.get("export", {}).get(family, {}).get("title", family.upper())
         ax.set_title(f"Throughput, {title}, {results['host']['usable_cores']} cores")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -248,12 +168,14 @@ def plot_throughput(results: dict, path: Path) -> None:
 
 
 def plot_latency(results: dict, path: Path) -> None:
-    """p50/p95/p99 latency of the end-to-end model per concurrency and protocol."""
+    """p50/p95/p99 latency of the first end-to-end model (a family's user-facing path,
+    ``results["end_to_end"]``) per concurrency and protocol."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [p for p in _ok(results["perf"], END_TO_END)]
+    model = (results.get("end_to_end") or ["(no end-to-end model)"])[0]
+    points = [p for p in results["perf"] if p["model"] == model and not p["error"] and p["throughput"] > 0]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=90)
     labels = [f"{p['protocol']}{' shm' if p['shared_memory'] != 'none' else ''}\nc={p['concurrency']}"
               for p in points]
@@ -264,7 +186,7 @@ def plot_latency(results: dict, path: Path) -> None:
     ax.set_xticks(range(len(points)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel("latency (ms)")
-    ax.set_title(f"{END_TO_END} latency percentiles (client side)")
+    ax.set_title(f"{model} latency percentiles (client side)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -272,7 +194,7 @@ def plot_latency(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_all(results: dict, out: Path) -> dict[str, Path]:
+def write_all(results: dict, out: Path, sections: list[str] = ()) -> dict[str, Path]:
     """Write the JSON, the markdown and the plots into ``out``; returns their paths."""
     paths = {"json": out / "results.json", "markdown": out / "report.md",
              "throughput_plot": out / "throughput_vs_concurrency.png",
@@ -280,5 +202,5 @@ def write_all(results: dict, out: Path) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(results, indent=1, default=str))
     plot_throughput(results, paths["throughput_plot"])
     plot_latency(results, paths["latency_plot"])
-    paths["markdown"].write_text(markdown(results))
+    paths["markdown"].write_text(markdown(results, sections))
     return paths

@@ -1,22 +1,26 @@
 """``tritonlens bench``: the whole benchmark, start to finish, into one results folder.
 
 1. real inputs: scikit-image's sample photos (JPEG, PNG, WebP of different sizes);
-2. a CLIP export (or the repository given) with a seeded random-init checkpoint file, so
-   the in-process baselines load exactly the served weights; then every other plugin's
-   benchmark export (``Plugin.bench_export``; full mode);
-3. baselines in this process, before the server starts (no CPU contention): open_clip in
-   torch and a raw onnxruntime session per batch size, then the naive path as real
-   subprocesses, one per image;
+2. every benchmarked family's export into the repository (``Plugin.bench_export``; e.g.
+   CLIP with a seeded random-init checkpoint file, so its in-process baselines load exactly
+   the served weights), unless the repository holds it;
+3. the families' in-process baselines, before the server starts (no CPU contention;
+   ``Plugin.bench_baselines``);
 4. a real tritonserver; perf_analyzer over every plugin's scenario whose model is served,
    per protocol, concurrency and (optionally) system shared memory, with CPU and RSS sampled;
-5. optional tuning: candidate configs loaded into the running server and measured;
-6. ``results.json``, ``report.md`` and PNG plots (see ``report.py``).
+5. optional tuning: each family's candidate configs loaded into the running server and
+   measured (``Plugin.bench_tuning``);
+6. ``results.json``, ``report.md`` (with each family's ``Plugin.bench_summary``) and PNG
+   plots (see ``report.py``).
+
+The benchmark names no family: which ones run is :attr:`BenchOptions.families` (default:
+every installed plugin in full mode, the ``bench_quick`` ones in quick mode or with a
+repository given).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,32 +28,21 @@ from pathlib import Path
 
 import psutil
 
-from tritonlens.bench import baselines, report, scenarios, tuning
-from tritonlens.client.clip.demo import DEMO_LABELS
-from tritonlens.client.clip.scenarios import clip_pixels
-from tritonlens.core.plugins import load_plugins
+from tritonlens.bench import report, scenarios
 from tritonlens.bench.host import describe_host, versions
 from tritonlens.bench.monitor import ResourceMonitor
 from tritonlens.bench.perf_analyzer import (Measurement, PerfPoint, ensure_perf_analyzer,
                                             run_point, write_input_data)
-from tritonlens.serve.parameters import MODEL_NAME_PARAMETER, WEIGHTS_PARAMETER
-
-# The label file of ``tritonlens demo`` (27 labels) and open_clip's 7 "simple" ImageNet
-# templates (SIMPLE_IMAGENET_TEMPLATES), used by the export and the naive path alike.
-TEMPLATES = ["itap of a {}.", "a bad photo of the {}.", "a origami {}.",
-             "a photo of the large {}.", "a {} in a video game.", "art of the {}.",
-             "a photo of the small {}."]
-
+from tritonlens.core.plugins import BenchSettings, load_plugins
 
 @dataclass
 class BenchOptions:
     """What to run. ``None`` fields take the mode's default (quick / full) in :meth:`resolved`.
 
     Attributes:
-        quick: the CI smoke mode (< 3 min on 2 cores): ViT-S-32, short windows, few points.
-        clip_model: open_clip architecture to export (ViT-S-32 quick, ViT-B-32 full).
-        repo: serve this repository (exported into it first if it has no CLIP export);
-            None: ``<work>/<clip_model>/model_repository``.
+        quick: the CI smoke mode (< 3 min on 2 cores): small models, short windows, few points.
+        repo: serve this repository (each benchmarked family exports into it first if it
+            lacks that family); None: ``<work>/<quick|full>/model_repository``.
         out: results folder (``results/<timestamp>``).
         work: scratch folder for exports, checkpoints and inputs (kept between runs).
         protocols: ``grpc`` and/or ``http``.
@@ -62,15 +55,15 @@ class BenchOptions:
         measurement: perf_analyzer's window and stability settings.
         tune: run the tuning candidates after the sweep.
         tools_dir: where perf_analyzer's own venv lives.
-        families: also run these plugins' benchmark exports (``Plugin.bench_export``, e.g.
-            sam2: SAM 2.1 hiera-tiny at 512 px) into the repository, so their models are
-            measured too (default: every installed plugin in full mode, none in quick mode
-            or with ``repo`` given; CLIP is always exported, for the baselines). A
-            repository that already holds a family keeps it.
+        families: also run these plugins' benchmark steps (``Plugin.bench_export`` ... e.g.
+            sam2: SAM 2.1 hiera-tiny at 512 px), besides the ``bench_quick`` ones, which
+            always run (default: every installed plugin in full mode, none more in quick mode
+            or with ``repo`` given). A repository that already holds a family keeps it.
+        family_options: the values of the families' ``bench_options`` fields, by name
+            (e.g. ``clip_model``); None values keep the family's default.
     """
 
     quick: bool = False
-    clip_model: str | None = None
     repo: Path | None = None
     out: Path | None = None
     work: Path = Path("build/bench")
@@ -85,6 +78,7 @@ class BenchOptions:
     tune: bool | None = None
     tools_dir: Path = Path(".tools")
     families: list[str] | None = None
+    family_options: dict = field(default_factory=dict)
 
     def resolved(self) -> "BenchOptions":
         """A copy with every None replaced by the mode's default."""
@@ -92,7 +86,6 @@ class BenchOptions:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         return BenchOptions(
             quick=q,
-            clip_model=self.clip_model or ("ViT-S-32" if q else "ViT-B-32"),
             repo=self.repo, out=self.out or Path("results") / stamp, work=self.work,
             protocols=list(self.protocols), shared_memory=self.shared_memory,
             concurrency=sorted(set(self.concurrency or ([1, 4] if q else [1, 2, 4, 8]))),
@@ -104,83 +97,13 @@ class BenchOptions:
             tune=self.tune if self.tune is not None else not q,
             tools_dir=self.tools_dir,
             families=(list(self.families) if self.families is not None
-                      else [] if (q or self.repo) else list(load_plugins())))
+                      else [] if (q or self.repo) else list(load_plugins())),
+            family_options=dict(self.family_options))
 
 
 def log(message: str) -> None:
     """One progress line on stderr, with the time of day."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-# -- steps ------------------------------------------------------------------------------------
-def prepare_clip(options: BenchOptions) -> tuple[Path, dict]:
-    """Export CLIP (unless the repository already holds this export); returns the repository
-    and what was exported (model, weights, labels, templates)."""
-    import open_clip
-    import torch
-
-    from tritonlens.client.clip.demo import existing_export
-    from tritonlens.export.clip import ClipExportOptions, export_clip
-    from tritonlens.export.clip.export import read_lines
-    from tritonlens.export.config import parse_config
-
-    model = options.clip_model
-    work = options.work / model
-    repo = options.repo or work / "model_repository"
-    labels = read_lines(DEMO_LABELS, "labels")
-    templates = TEMPLATES[:1] if options.quick else TEMPLATES
-    if options.repo and (repo / "clip_image_encoder" / "config.pbtxt").exists():
-        params = parse_config(repo / "clip_image_encoder" / "config.pbtxt").parameters
-        labels = read_lines(repo / "clip_zero_shot" / "labels.txt", "labels")
-        return repo, {"model": params[MODEL_NAME_PARAMETER].string_value,
-                      "weights": params[WEIGHTS_PARAMETER].string_value,
-                      "labels": labels, "templates": TEMPLATES,
-                      "note": "repository given; the naive path uses the bench's templates"}
-    checkpoint = work / f"{model}-seed0.pt"
-    if not checkpoint.exists():
-        log(f"writing a seeded random-init {model} checkpoint (no pretrained weights offline)")
-        work.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(0)
-        torch.save(open_clip.create_model(model, pretrained=None).state_dict(), checkpoint)
-    if existing_export(repo, model, str(checkpoint)) and (
-            (repo / "clip_zero_shot" / "templates.txt").exists()
-            and (repo / "clip_zero_shot" / "templates.txt").read_text() == "\n".join(templates)):
-        log(f"reusing the export in {repo}")
-    else:
-        log(f"exporting {model} into {repo}")
-        export_clip(ClipExportOptions(model=model, pretrained=str(checkpoint), labels=labels,
-                                      templates=templates), repo, report=log)
-        (repo / "clip_zero_shot" / "templates.txt").write_text("\n".join(templates))
-    return repo, {"model": model, "weights": str(checkpoint), "labels": labels,
-                  "templates": templates}
-
-
-def run_clip_baselines(options: BenchOptions, inputs: scenarios.BenchInputs, export: dict) -> dict:
-    """torch and onnxruntime in-process per batch size, then the naive path."""
-    cores = usable_cores()
-    pixels = clip_pixels(inputs)
-    log(f"baseline: onnxruntime in-process, batch sizes {options.batch_sizes}")
-    ort_curve = baselines.onnxruntime_encoder(
-        inputs.repo / "clip_image_encoder" / "1" / "model.onnx", pixels, options.batch_sizes,
-        options.baseline_seconds, cores)
-    log(f"baseline: torch in-process, batch sizes {options.batch_sizes}")
-    torch_curve = baselines.torch_encoder(export["model"], export["weights"], pixels,
-                                          options.batch_sizes, options.baseline_seconds, cores)
-    files = options.out / "inputs"
-    files.mkdir(parents=True, exist_ok=True)
-    labels_file, templates_file = files / "labels.txt", files / "templates.txt"
-    labels_file.write_text("\n".join(export["labels"]) + "\n")
-    templates_file.write_text("\n".join(export["templates"]) + "\n")
-    images = inputs.photos[:options.naive_images]
-    log(f"baseline: the naive path, one process per image, {len(images)} image(s)")
-    naive = baselines.naive_path(export["model"], export["weights"], labels_file, templates_file,
-                                 images, cores)
-    return {"onnxruntime": ort_curve.to_dict(), "torch": torch_curve.to_dict(),
-            "naive": naive.to_dict()}
 
 
 def plan_points(scenario: scenarios.Scenario, options: BenchOptions) -> list[PerfPoint]:
@@ -216,33 +139,12 @@ def measure(tool, server, point: PerfPoint, input_data: Path, options: BenchOpti
     return point
 
 
-def run_tuning(tool, server, repo: Path, input_data: Path, options: BenchOptions) -> list[dict]:
-    """Measure ``clip_classify`` (first protocol, top concurrency) under each candidate."""
-    cores = usable_cores()
-    rows = []
-    for candidate in tuning.clip_candidates(cores):
-        if any(n > cores for n in candidate.threads_per_model(cores).values()):
-            log(f"tuning: skipping {candidate.name!r}: more threads than cores")
-            continue
-        log(f"tuning: {candidate.name}")
-        try:
-            tuning.load(server.http_url, repo, candidate)
-            for conc in options.concurrency[-1:]:
-                point = measure(tool, server, PerfPoint("clip_classify", options.protocols[0], "none", conc),
-                                input_data, options)
-                rows.append({"candidate": candidate.name, "changes": [asdict(c) for c in candidate.changes],
-                             **point.to_dict()})
-        finally:
-            tuning.restore(server.http_url, candidate)
-    return rows
-
-
 def run_bench(options: BenchOptions) -> Path:
     """Run the benchmark per ``options``; returns the results folder.
 
     Raises:
         PerfAnalyzerError: perf_analyzer cannot be installed or run (never skipped).
-        ModelLoadError / ServerStartError: the server or the CLIP models did not come up.
+        ModelLoadError / ServerStartError: the server did not come up.
     """
     from tritonlens.client.demo import write_sample_photos
     from tritonlens.launcher import TritonServer
@@ -254,20 +156,28 @@ def run_bench(options: BenchOptions) -> Path:
     log(f"{'quick' if options.quick else 'full'} benchmark into {out}")
     tool = ensure_perf_analyzer(options.tools_dir, log)
     photos = write_sample_photos(options.work / "photos")
-    repo, export = prepare_clip(options)
     plugins = load_plugins()
     unknown = sorted(set(options.families) - set(plugins))
     if unknown:
         raise ValueError(f"no plugin named {', '.join(unknown)}; installed: {', '.join(plugins)}")
-    for family in options.families:
-        plugins[family].bench_export(repo, log)
+    families = [name for name, plugin in plugins.items()
+                if plugin.bench_quick or name in options.families]
+    repo = options.repo or options.work / ("quick" if options.quick else "full") / "model_repository"
+    settings = BenchSettings(
+        quick=options.quick, repo=repo, given_repo=options.repo is not None, work=options.work,
+        out=out, batch_sizes=options.batch_sizes, baseline_seconds=options.baseline_seconds,
+        naive_images=options.naive_images, concurrency=options.concurrency,
+        protocols=options.protocols, options=options.family_options)
+    repo.mkdir(parents=True, exist_ok=True)
+    exported = {name: plugins[name].bench_export(settings, log) for name in families}
     inputs = scenarios.BenchInputs(photos=photos, repo=repo)
     load_before = psutil.getloadavg()
-    baseline_results = run_clip_baselines(options, inputs, export)
+    baseline_results = {name: plugins[name].bench_baselines(inputs, settings, exported[name], log)
+                        for name in families}
 
     model_dirs = sorted(p.parent.name for p in repo.glob("*/config.pbtxt"))
     log(f"starting tritonserver on {repo} ({len(model_dirs)} models)")
-    points, tuning_rows = [], []
+    points, tuning_rows = [], {}
     with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0, log_file=out / "tritonserver.log",
                       model_control_mode="explicit", load_models=model_dirs,
                       require_all_models=False) as server:
@@ -284,8 +194,15 @@ def run_bench(options: BenchOptions) -> Path:
             data = write_input_data(out / "inputs" / f"{scenario.model}.json", scenario.build_inputs(inputs))
             for point in plan_points(scenario, options):
                 points.append(measure(tool, server, point, data, options))
-        if options.tune and "clip_classify" in served:
-            tuning_rows = run_tuning(tool, server, repo, out / "inputs" / "clip_classify.json", options)
+
+        def measure_model(model: str) -> dict:
+            """One point of ``model`` (first protocol, top concurrency) on its scenario's data."""
+            point = PerfPoint(model, options.protocols[0], "none", options.concurrency[-1])
+            return measure(tool, server, point, out / "inputs" / f"{model}.json", options).to_dict()
+
+        if options.tune:
+            tuning_rows = {name: plugins[name].bench_tuning(server, measure_model, settings, log)
+                           for name in families}
 
     results = {
         "meta": {"mode": "quick" if options.quick else "full", "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
@@ -295,17 +212,25 @@ def run_bench(options: BenchOptions) -> Path:
         "host": describe_host(),
         "versions": versions(tool.version(), server_version),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
-        "export": {**export, "repository": str(repo)},
+        "repository": str(repo),
+        "families": families,
+        "export": {name: e for name, e in exported.items() if e},
         "configs": report.read_configs(repo, served),
         "served": served, "failed_to_load": failed, "uncovered": uncovered,
         "scenarios": [s.model for s in chosen],
+        "end_to_end": [s.model for s in chosen if s.end_to_end],
         "inputs": {"photos": [p.name for p in photos], "sizes_bytes": [p.stat().st_size for p in photos]},
         "idle": idle.summary(),
         "perf": [p.to_dict() for p in points],
-        "baselines": baseline_results,
-        "tuning": tuning_rows,
+        "baselines": {name: b for name, b in baseline_results.items() if b},
+        "tuning": {name: rows for name, rows in tuning_rows.items() if rows},
     }
-    results["ratios"] = report.ratios(results)
-    report.write_all(results, out)
+    results["ratios"], sections = {}, []
+    for name in families:
+        ratios, lines = plugins[name].bench_summary(results)
+        if ratios:
+            results["ratios"][name] = ratios
+        sections += lines
+    report.write_all(results, out, sections)
     log(f"done in {results['meta']['duration_s']:.0f} s: {out / 'report.md'}")
     return out

@@ -53,22 +53,6 @@ class Candidate:
                 for c in self.changes if c.intra_op_threads or c.instance_count}
 
 
-def clip_candidates(cores: int) -> list[Candidate]:
-    """The CLIP settings compared on this host (``cores`` = usable cores)."""
-    enc = "clip_image_encoder"
-    return [
-        Candidate("exported defaults"),
-        Candidate("encoder: no queue delay", (Change(enc, max_queue_delay_us=0),)),
-        Candidate("encoder: 20 ms delay, preferred 4/8",
-                  (Change(enc, max_queue_delay_us=20000, preferred_batch_sizes=(4, 8)),)),
-        Candidate(f"encoder: 1 instance x {cores} threads",
-                  (Change(enc, instance_count=1, intra_op_threads=cores),)),
-        Candidate(f"encoder: {cores} instances x 1 thread",
-                  (Change(enc, instance_count=cores, intra_op_threads=1),)),
-        Candidate("preprocess: 1 instance", (Change("clip_preprocess", instance_count=1),)),
-    ]
-
-
 def apply(config, change: Change):
     """A copy of ``config`` (a ``model_config_pb2.ModelConfig``) with ``change`` applied."""
     new = type(config)()

@@ -18,8 +18,6 @@ import inspect
 import json
 import logging
 import os
-import typing
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Callable
 
@@ -28,8 +26,8 @@ import typer
 from rich.table import Table
 
 from tritonlens.client.base import TritonClient, TritonLensError
-from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console, fail,
-                                       run_at_boundary)
+from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console,
+                                       dataclass_options, fail, run_at_boundary, with_parameters)
 from tritonlens.core.plugins import load_commands, load_plugins
 from tritonlens.serve.parameters import PRECISION_PARAMETER, PROFILE_PARAMETER, STUB_RESTART_PARAMETER, WEIGHTS_PARAMETER
 
@@ -244,19 +242,8 @@ def demo_command(plugins: dict) -> Callable[..., None]:
         inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=Path("build/samples"),
                           annotation=Annotated[Path, typer.Option(
                               help="Where the sample photos and the clip are written")]),
+        *dataclass_options({name: p.demo_options for name, p in plugins.items()}, ("repo", "out")),
     ]
-    owner: dict[str, str] = {}
-    for plugin in plugins.values():
-        hints = typing.get_type_hints(plugin.demo_options) if plugin.demo_options else {}
-        for option in fields(plugin.demo_options) if plugin.demo_options else ():
-            if option.name in owner or option.name in ("repo", "out"):
-                raise ValueError(f"demo option --{option.name.replace('_', '-')} of plugin "
-                                 f"{plugin.name!r} is also {owner.get(option.name, 'the core')}'s")
-            owner[option.name] = plugin.name
-            parameters.append(inspect.Parameter(
-                option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
-                annotation=Annotated[hints[option.name],
-                                     typer.Option(help=option.metadata.get("help", ""))]))
 
     def demo(repo: Path, out: Path, **options) -> None:
         from tritonlens.client.demo import run_demo
@@ -266,10 +253,7 @@ def demo_command(plugins: dict) -> Callable[..., None]:
         except TritonLensError as err:
             fail(str(err))
 
-    demo.__doc__ = DEMO_HELP
-    demo.__signature__ = inspect.Signature(parameters)
-    demo.__annotations__ = {p.name: p.annotation for p in parameters}
-    return demo
+    return with_parameters(demo, parameters, DEMO_HELP)
 
 
 DEMO_HELP = """The main job, start to finish on real input: export, serve, and every family's requests.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Callable, NoReturn
 
@@ -175,3 +178,37 @@ def print_classifications(files: list[Path], classify: Callable, concurrency: in
             else:
                 console.print(classification_table(result, str(image)))
     return failed
+
+
+def dataclass_options(classes: dict[str, type | None], taken: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """Command-line options (keyword-only typer parameters, ``--field-name``) from the fields of
+    the option dataclasses of several owners (plugin name -> dataclass or None): each field's
+    default, its type, and its ``metadata["help"]``.
+
+    Raises:
+        ValueError: a field named like another owner's, or like one of ``taken``.
+    """
+    owner: dict[str, str] = {name: "the command" for name in taken}
+    parameters = []
+    for name, cls in classes.items():
+        if cls is None:
+            continue
+        hints = typing.get_type_hints(cls)
+        for option in dataclasses.fields(cls):
+            if option.name in owner:
+                raise ValueError(f"option --{option.name.replace('_', '-')} of {name!r} is also "
+                                 f"{owner[option.name]}'s")
+            owner[option.name] = name
+            parameters.append(inspect.Parameter(
+                option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
+                annotation=Annotated[hints[option.name], typer.Option(help=option.metadata.get("help", ""))]))
+    return parameters
+
+
+def with_parameters(function: Callable[..., None], parameters: list[inspect.Parameter], doc: str) -> Callable[..., None]:
+    """``function`` (taking ``**options``) presented to typer with ``parameters`` and ``doc``
+    as its signature and help."""
+    function.__doc__ = doc
+    function.__signature__ = inspect.Signature(parameters)
+    function.__annotations__ = {p.name: p.annotation for p in parameters}
+    return function

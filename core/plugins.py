@@ -9,10 +9,13 @@ package does, in its ``pyproject.toml``::
 
 The core loops over the plugins and never names a family: ``tritonlens export <name>``
 runs :meth:`Plugin.export`, every entry of ``Plugin.commands`` becomes a top-level
-command, ``tritonlens bench`` measures every :meth:`Plugin.scenarios` entry whose model is
-served (after :meth:`Plugin.bench_export`), and ``tritonlens demo`` runs every plugin's
-:meth:`Plugin.demo_export` before the server starts and :meth:`Plugin.demo` once it serves.
-Only ``name`` and ``export`` are required. Worked example: ``examples/tritonlens-timm``.
+command, ``tritonlens bench`` runs each family's benchmark steps (:meth:`Plugin.bench_export`,
+:meth:`Plugin.bench_baselines` before the server starts, :meth:`Plugin.bench_tuning` and
+:meth:`Plugin.bench_summary`) and measures every :meth:`Plugin.scenarios` entry whose model
+is served, and ``tritonlens demo`` runs every plugin's :meth:`Plugin.demo_export` before the
+server starts and :meth:`Plugin.demo` once it serves; ``demo_options`` / ``bench_options``
+become options of those commands. Only ``name`` and ``export`` are required. Worked
+example: ``examples/tritonlens-timm``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class Plugin(ABC):
         demo_options: a dataclass whose fields become options of ``tritonlens demo``
             (``--name``; each field's default, and its ``metadata["help"]``); the demo hands
             the family an instance (:meth:`Demo.options_for`). None: no options.
+        bench_options: the same for ``tritonlens bench`` (:meth:`BenchSettings.options_for`).
+        bench_quick: the family is benchmarked by ``tritonlens bench --quick`` (CI's smoke
+            run) and with ``--repo`` too, not only in full runs.
 
     Example (``examples/tritonlens-timm``, abridged)::
 
@@ -69,6 +75,8 @@ class Plugin(ABC):
     client: ClassVar[type | None] = None
     commands: ClassVar[dict[str, Callable[..., None]]] = {}
     demo_options: ClassVar[type | None] = None
+    bench_options: ClassVar[type | None] = None
+    bench_quick: ClassVar[bool] = False
 
     @abstractmethod
     def export(self, *args: Any, **kwargs: Any) -> None:
@@ -79,10 +87,33 @@ class Plugin(ABC):
         """perf_analyzer scenarios, one per served model worth measuring (default: none)."""
         return []
 
-    def bench_export(self, repo: Path, report: Callable[[str], None]) -> None:
-        """``tritonlens bench``: export the family's benchmark models into ``repo`` unless
-        it holds them, ``report``-ing each step (default: nothing; the family is then
-        measured only when the repository given holds it)."""
+    def bench_export(self, settings: BenchSettings, report: Callable[[str], None]) -> dict:
+        """``tritonlens bench``: export the family's benchmark models into ``settings.repo``
+        unless it holds them, ``report``-ing each step; returns what the repository holds
+        (model, weights ...; ``results.json``'s ``export``). Default: nothing, ``{}`` (the
+        family is then measured only when the repository given holds it)."""
+        return {}
+
+    def bench_baselines(self, inputs: BenchInputs, settings: BenchSettings, exported: dict,
+                        report: Callable[[str], None]) -> dict:
+        """The family's in-process reference engines on the same inputs (``exported``: what
+        :meth:`bench_export` returned), measured before the server starts (no CPU
+        contention); ``results.json``'s ``baselines``. Default: ``{}``."""
+        return {}
+
+    def bench_tuning(self, server: Any, measure: Callable[[str], dict], settings: BenchSettings,
+                     report: Callable[[str], None]) -> list[dict]:
+        """Config candidates loaded into the running ``server`` and measured with
+        ``measure(model)`` (one perf_analyzer point, as a dict); ``results.json``'s
+        ``tuning``. Called only when tuning is asked for. Default: ``[]``."""
+        return []
+
+    def bench_summary(self, results: dict) -> tuple[dict, list[str]]:
+        """The family's headline ratios (``results.json``'s ``ratios``) and the markdown
+        sections of ``report.md`` (its targets, baselines, tuning), from the whole
+        ``results`` (``results[key][self.name]`` holds the family's own parts).
+        Default: nothing."""
+        return {}, []
 
     def demo_export(self, demo: Demo) -> None:
         """Before the demo's server starts: export into ``demo.repo`` (default: nothing)."""
@@ -130,6 +161,48 @@ class BenchInputs:
 
 
 @dataclass
+class BenchSettings:
+    """What ``tritonlens bench`` hands every family's benchmark steps.
+
+    Attributes:
+        quick: CI's smoke mode: small models, short windows, few points.
+        repo: the model repository being benchmarked (families export into it).
+        given_repo: the user gave ``repo`` (``--repo``): export only what it lacks.
+        work: scratch folder for exports and checkpoints (kept between runs).
+        out: the results folder.
+        batch_sizes: the in-process baselines' batch sizes.
+        baseline_seconds: measuring time per baseline batch size (s).
+        naive_images: images the naive paths run (one process each).
+        concurrency: the perf_analyzer sweep (requests in flight).
+        protocols: ``grpc`` and/or ``http``.
+        options: the values of every family's ``bench_options`` fields, by field name.
+    """
+
+    quick: bool
+    repo: Path
+    given_repo: bool
+    work: Path
+    out: Path
+    batch_sizes: list[int]
+    baseline_seconds: float
+    naive_images: int
+    concurrency: list[int]
+    protocols: list[str]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def options_for(self, plugin: "Plugin") -> Any:
+        """``plugin``'s bench options: an instance of its ``bench_options`` dataclass."""
+        return options_of(plugin.bench_options, self.options)
+
+
+def options_of(cls: type, values: dict[str, Any]) -> Any:
+    """An instance of the options dataclass ``cls`` from ``values`` (fields not there keep
+    their defaults; keys that are not its fields are ignored)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names and v is not None})
+
+
+@dataclass
 class Demo:
     """What ``tritonlens demo`` hands every plugin.
 
@@ -156,8 +229,7 @@ class Demo:
     def options_for(self, plugin: "Plugin") -> Any:
         """``plugin``'s demo options: an instance of its ``demo_options`` dataclass, from the
         command line's values (defaults for fields not given)."""
-        names = {f.name for f in fields(plugin.demo_options)}
-        return plugin.demo_options(**{k: v for k, v in self.options.items() if k in names})
+        return options_of(plugin.demo_options, self.options)
 
     def rule(self, title: str) -> None:
         """Print the next numbered step's heading."""

@@ -38,7 +38,7 @@ EXTERNAL_THRESHOLD = 1024  # bytes; smaller tensors stay inside model.onnx
 
 # The int8 weight formats :func:`quantize_int8` can write (name -> ``quantize_dynamic``
 # arguments). Activations are always u8 (dynamic quantization supports only that).
-# ``bench/int8_formats.py`` measures all of them, side by side, on the host it runs on.
+# ``bench/studies/int8_formats.py`` measures all of them, side by side, on the host it runs on.
 INT8_FORMATS = {
     "s8-per-channel": dict(weight_type="QInt8", per_channel=True, reduce_range=False),
     "s8-per-channel-reduce-range": dict(weight_type="QInt8", per_channel=True, reduce_range=True),
@@ -53,7 +53,7 @@ INT8_REASON = (
     "on one host agrees with fp32 on any other. u8 x s8 (QInt8 weights) runs through "
     "vpmaddubsw on x86 hosts without VNNI, whose 16-bit sums of two products saturate: "
     "measured on AVX2, CLIP cosine 0.975-0.98 and SAM 2 mask IoU 0.35 against fp32 "
-    "(README 'CPU hosts, low memory, and precision'; bench/int8_formats.py)")
+    "(README 'CPU hosts, low memory, and precision'; bench/studies/int8_formats.py)")
 
 
 def quantize_int8(path: Path, fmt: str = INT8_FORMAT) -> Path:
@@ -157,7 +157,7 @@ def onnxruntime_parameters(profile: str, instances: int, threads: int) -> dict[s
 
     Pre-packing copies each MatMul/Gemm weight into a private, kernel-friendly buffer and
     onnxruntime then drops the memory-mapped original. Measured on CLIP ViT-B-32 (2-core
-    host, ``bench/profiles.py``): with one instance the server's RSS is the same either way
+    host, ``bench/studies/profiles.py``): with one instance the server's RSS is the same either way
     (619 vs 613 MB) and pre-packing is 1.6x faster, so it stays on; with two or more
     instances each would hold its own packed copy (+375 MB PSS per instance), so it is
     turned off and the instances share the mapped pages instead.

@@ -31,7 +31,7 @@ from tritonlens.launcher.nginx import NginxProxy, ProxySettings, find_nginx
 from tritonlens.launcher.process import check_port_free, free_port, free_ports, write_private
 from tritonlens.launcher.server import TritonServer
 from tritonlens.serve.headers import API_KEY_ENV, api_key_file
-from tritonlens.serve.sam2.names import MAX_STREAMS
+from tritonlens.serve.parameters import MAX_STREAMS_PARAMETER
 
 
 @dataclass
@@ -216,7 +216,7 @@ class ReplicaSet:
                 config = server.admin.model_config(entry["name"])
             except (urllib.error.URLError, OSError, ValueError):
                 continue
-            value = config.get("parameters", {}).get(MAX_STREAMS, {}).get("string_value")
+            value = config.get("parameters", {}).get(MAX_STREAMS_PARAMETER, {}).get("string_value")
             if value and value.isdigit():
                 slots[entry["name"]] = int(value)
         return slots

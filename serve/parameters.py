@@ -17,6 +17,9 @@ DEVICE_PARAMETER = "tritonlens.device"  # cpu or gpu
 IMAGE_SIZE_PARAMETER = "tritonlens.image_size"  # the input side in pixels
 INSTANCES_REASON_PARAMETER = "tritonlens.instances_reason"  # why this many instances
 DISABLE_PREPACKING_PARAMETER = "tritonlens.disable_prepacking"  # "1": onnxruntime without weight pre-packing
+# Stateful models (Triton's sequence batcher; the SAM 2 tracker): streams with state one instance
+# holds; a START beyond it is refused. The replica set reports it per replica.
+MAX_STREAMS_PARAMETER = "max_streams"
 # Written by the launcher's stub monitor when it reloads a model whose stub died.
 STUB_RESTARTS_PARAMETER = "tritonlens.stub_restarts"  # how many times
 STUB_RESTART_PARAMETER = "tritonlens.stub_restart"  # which instance died, when, what was lost

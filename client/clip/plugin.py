@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -256,6 +257,14 @@ def write_parquet(path: Path, kinds: list[str], items: list[str], embeddings: np
     pq.write_table(pa.table({"kind": kinds, "item": items, "embedding": vectors}), path)
 
 
+@dataclass
+class ClipBenchOptions:
+    """CLIP's options of ``tritonlens bench`` (``--clip-model``)."""
+
+    clip_model: str | None = field(default=None, metadata={
+        "help": "open_clip architecture (default ViT-B-32; ViT-S-32 with --quick)"})
+
+
 class ClipPlugin(Plugin):
     """OpenCLIP image/text encoders and zero-shot classification."""
 
@@ -265,12 +274,36 @@ class ClipPlugin(Plugin):
     client = ClipClient
     commands = {"classify": classify, "embed": embed}
     demo_options = ClipDemoOptions
+    bench_options = ClipBenchOptions
+    bench_quick = True  # its in-process baselines are the benchmark's reference comparison
     export = staticmethod(export)  # the typer command above
 
     def scenarios(self):
         from tritonlens.client.clip.scenarios import scenarios
 
         return scenarios()
+
+    # The benchmark steps live in the bench layer (bench/clip/steps.py); this plugin module
+    # is the family's hub, the one client module that may import its own family's bench code.
+    def bench_export(self, settings, report):
+        from tritonlens.bench.clip import steps
+
+        return steps.export(settings, settings.options_for(self), report)
+
+    def bench_baselines(self, inputs, settings, exported, report):
+        from tritonlens.bench.clip import steps
+
+        return steps.run_baselines(inputs, settings, exported, report) if exported else {}
+
+    def bench_tuning(self, server, measure, settings, report):
+        from tritonlens.bench.clip import steps
+
+        return steps.run_tuning(server, measure, settings, report)
+
+    def bench_summary(self, results):
+        from tritonlens.bench.clip import steps
+
+        return steps.summary(results)
 
     def demo_export(self, demo):
         from tritonlens.client.clip.demo import demo_export

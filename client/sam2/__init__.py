@@ -79,7 +79,7 @@ class ImageFeatures:
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two boolean masks of the same shape [H, W] (1.0 when both
-    are empty). Used to compare served masks with a reference (tests, ``bench/profiles.py``)."""
+    are empty). Used to compare served masks with a reference (tests, ``bench/studies/profiles.py``)."""
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 

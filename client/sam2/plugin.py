@@ -189,9 +189,10 @@ class Sam2Plugin(Plugin):
 
         return scenarios()
 
-    def bench_export(self, repo, report):
+    def bench_export(self, settings, report):
         """SAM 2.1 hiera-tiny, random weights, image models and video tracker, at 512 px,
-        unless ``repo`` already holds a SAM 2 export (at whatever size)."""
+        unless the repository already holds a SAM 2 export (at whatever size)."""
+        repo = settings.repo
         from tritonlens.export.config import parse_config
         from tritonlens.export.sam2 import Sam2ExportOptions, export_sam2
 
@@ -199,10 +200,12 @@ class Sam2Plugin(Plugin):
         if existing.exists():
             size = parse_config(existing).parameters["image_size"].string_value
             report(f"reusing the SAM 2 export in {repo} ({size} px)")
-            return
+            return {"title": f"SAM 2 ({size} px)"}
         report(f"exporting SAM 2.1 hiera-tiny at {BENCH_IMAGE_SIZE} px into {repo}")
         export_sam2(Sam2ExportOptions(config="sam2.1_hiera_t", image_size=BENCH_IMAGE_SIZE), repo,
                     report=report)
+        return {"model": "sam2.1_hiera_t", "title": f"SAM 2.1 hiera-tiny ({BENCH_IMAGE_SIZE} px)",
+                "weights": "random"}
 
     def demo_export(self, demo):
         from tritonlens.client.sam2.demo import demo_export

@@ -193,7 +193,7 @@ def check_options(options: ClipExportOptions) -> None:
 # profile: measured on the 2-core host, ViT-B-32 fp32, clip_classify over gRPC, 1 x 2 threads
 # vs 2 x 1 thread: 12.98/12.56 vs 14.39/16.06 req/s at concurrency 8 (A/B twice), 11.10 vs
 # 14.89 in bench's tuning run; 9.86/10.38 vs 11.56/11.25 at concurrency 2 (12.32 vs 13.09 in
-# bench/profiles.py). While one instance waits on its batch's tail, the other computes. It
+# bench/studies/profiles.py). While one instance waits on its batch's tail, the other computes. It
 # costs one more private copy of the weights (~+650 MB peak for ViT-B-32), which the default
 # profile spends and the low-memory profile does not (one instance there).
 AUTO_INSTANCES_REASON = ("2 instances x (cores / 2) threads: +6-22% clip_classify throughput at "

@@ -17,7 +17,7 @@ sam2_decode        ensemble    features + prompts -> masks ("... prompt many tim
 ================== =========== =============================================================
 
 Formats (``fmt="auto"``) were chosen by measurement on this project's 2-core x86 CPU host,
-fp32, 2 threads, hiera-tiny (``python -m tritonlens.bench.sam2_formats`` repeats it; median
+fp32, 2 threads, hiera-tiny (``python -m tritonlens.bench.sam2.formats`` repeats it; median
 seconds per call): the image encoder is fastest as TorchScript (1024 px: 2.46 s vs 2.49
 eager torch vs 2.88 onnxruntime; 512 px: 0.55 vs 0.56 vs 0.56), the prompt decoder under
 onnxruntime (1024 px: 92 ms vs 105 TorchScript vs 149 eager; 512 px: 17 vs 18 vs 26 ms).

@@ -27,6 +27,7 @@ from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config,
                                       model_config, parse_config, warmup_image, write_model)
 from tritonlens.export.repository import python_model_source
 from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from tritonlens.serve.parameters import MAX_STREAMS_PARAMETER
 from tritonlens.serve.sam2 import names
 
 WEIGHTS_FILE = "sam2_tracker.pt"
@@ -84,7 +85,7 @@ def encoder_threads(instances: int) -> int:
     (``OMP_WAIT_POLICY=PASSIVE``, ``tritonlens.serve.resources``); with libgomp's spinning
     default, oversubscribed threads collapsed throughput. Measured side by side on the
     2-core AVX2 host, SAM 2.1 tiny, 8 frames per stream (``python -m
-    tritonlens.bench.streams``), half the cores each vs all the cores each: 256 px, 1 / 2 /
+    tritonlens.bench.sam2.streams``), half the cores each vs all the cores each: 256 px, 1 / 2 /
     4 / 8 streams 3.07 / 4.11 / 4.24 / 4.14 -> 5.05 / 5.15 / 5.50 / 5.41 frames/s; 512 px,
     1 / 2 / 4 streams 0.72 / 1.05 / 1.03 -> 1.29 / 1.34 / 1.34 frames/s.
     """
@@ -190,7 +191,7 @@ def export_sam2_tracker(sam: torch.nn.Module, repo: Path, options: TrackerExport
         instance_kind=options.instance_kind,
         parameters={**common, "sam2_config": options.sam2_config, "weights_file": WEIGHTS_FILE,
                     "threads": str(threads), "compile": str(options.compile).lower(),
-                    names.MAX_STREAMS: str(options.max_streams),
+                    MAX_STREAMS_PARAMETER: str(options.max_streams),
                     names.STREAM_IDLE_SECONDS: f"{options.idle_us / 1e6:g}"})
     buffer = io.BytesIO()
     torch.save(tracker_state_dict(sam), buffer)

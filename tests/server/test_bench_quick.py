@@ -55,11 +55,12 @@ def test_quick_bench_measures_every_served_clip_model(quick_results):
 
 def test_quick_bench_has_baselines_ratios_and_context(quick_results):
     results = json.loads((quick_results / "results.json").read_text())
-    base = results["baselines"]
+    assert "clip" in results["families"]
+    base = results["baselines"]["clip"]
     for engine in ("onnxruntime", "torch"):
         assert base[engine]["images_per_s"] and base[engine]["best_images_per_s"] > 0
     assert base["naive"]["seconds_per_image"] and base["naive"]["top5"][0]
-    ratios = results["ratios"]
+    ratios = results["ratios"]["clip"]
     for key in ("triton_vs_onnxruntime", "triton_vs_torch", "triton_vs_naive"):
         assert ratios[key] > 0
     assert results["host"]["usable_cores"] >= 1 and results["versions"]["perf_analyzer"]

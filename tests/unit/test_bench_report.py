@@ -37,7 +37,7 @@ def test_throughput_panels_give_every_series_its_own_colour(tmp_path, monkeypatc
 
 
 def _clip_result(served: float, pa: float, pss: float):
-    from tritonlens.bench.clip_path import ClipPathResult
+    from tritonlens.bench.clip.path import ClipPathResult
 
     result = ClipPathResult("avx2 fma", 2, {1: 16.0, 8: 19.0, 16: 20.0}, {})
     result.served = {"16 photos per request": [served - 1, served]}
@@ -57,7 +57,7 @@ def test_clip_path_ceiling_is_raw_core_ms_over_raw_plus_preprocessing():
 
 
 def test_targets_table_says_met_and_missed_per_target():
-    from tritonlens.bench.targets import table
+    from tritonlens.bench.studies.targets import table
 
     tracking = [(1, 2.0, 1.0, "1/1/1", {}), (2, 2.2, 1.1, "1/1/1", {}),
                 (4, 2.1, 1.05, "1/1/1", {}), (8, 2.4, 1.2, "1/1/1", {})]

@@ -3,7 +3,7 @@ KIND_CPU for the Python pre/post-processing models, and refusals for CPU-only va
 
 No server: a repository with KIND_GPU groups cannot load on a host without a GPU (Triton
 refuses the instance group), so these tests check the written configs through Triton's own
-schema. Serving them needs a GPU host (`python -m tritonlens.bench.gpu` there).
+schema. Serving them needs a GPU host (`python -m tritonlens.bench.studies.gpu` there).
 """
 
 from __future__ import annotations

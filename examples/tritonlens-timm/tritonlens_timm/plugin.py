@@ -172,13 +172,14 @@ class TimmPlugin(Plugin):
                 Scenario("timm_preprocess", "timm", image_bytes),
                 Scenario("timm_model", "timm", pixels, shared_memory=True)]
 
-    def bench_export(self, repo, report):
+    def bench_export(self, settings, report):
         from tritonlens_timm.export import TimmExportOptions, export_timm
 
-        if existing_export(repo, DEMO_MODEL):
-            report(f"reusing the timm export in {repo}")
-            return
-        export_timm(TimmExportOptions(model=DEMO_MODEL), repo, report=report)
+        if existing_export(settings.repo, DEMO_MODEL):
+            report(f"reusing the timm export in {settings.repo}")
+        else:
+            export_timm(TimmExportOptions(model=DEMO_MODEL), settings.repo, report=report)
+        return {"model": DEMO_MODEL, "title": f"timm {DEMO_MODEL}"}
 
     def demo_export(self, demo: Demo):
         from tritonlens_timm.export import TimmExportOptions, export_timm

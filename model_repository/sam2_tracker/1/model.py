@@ -18,7 +18,7 @@ Outputs (K objects): ``object_ids`` INT32 [K], ``masks`` BOOL [K, H, W], ``mask_
 FP32 [K, H, W], ``object_scores`` FP32 [K], ``frame_index`` INT64 [1] (always).
 
 State: START resets the stream (a repeated START too); END frees it after the frame.
-Parameters ``max_streams`` and ``stream_idle_seconds`` (``tritonlens.serve.sam2.names``, written by the export): a START
+Parameters ``max_streams`` and ``stream_idle_seconds`` (``tritonlens.serve.parameters`` / ``.sam2.names``, written by the export): a START
 beyond ``max_streams`` streams with state is refused with a message naming the limit;
 streams idle longer than ``stream_idle_seconds`` (seconds, finite and above 0; missing or
 anything else fails the load with a ``ConfigError`` naming it) are freed by a sweep (on
@@ -42,7 +42,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from tritonlens.serve.errors import response_for_exception  # noqa: E402
 from tritonlens.serve.model_config import ConfigError, read_model_config  # noqa: E402
-from tritonlens.serve.parameters import WEIGHTS_PARAMETER  # noqa: E402
+from tritonlens.serve.parameters import MAX_STREAMS_PARAMETER, WEIGHTS_PARAMETER  # noqa: E402
 from tritonlens.serve.sam2 import (StreamingTracker, build_video_model,  # noqa: E402
                                    parse_prompts)
 from tritonlens.serve.sam2 import names  # noqa: E402
@@ -75,7 +75,7 @@ class TritonPythonModel:
             device = f"cuda:{int(args.get('model_instance_device_id', 0))}"
         model = build_video_model(params["sam2_config"], int(params["image_size"]), weights,
                                   device=device)
-        max_streams = int(params.get(names.MAX_STREAMS, "0")) or None
+        max_streams = int(params.get(MAX_STREAMS_PARAMETER, "0")) or None
         self.tracker = StreamingTracker(model, compile=params.get("compile", "false") == "true",
                                         max_streams=max_streams, idle_seconds=self.idle_s)
         self.tracker.warm_up()

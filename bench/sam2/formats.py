@@ -2,7 +2,7 @@
 
 Run on the host that will serve, with nothing else running::
 
-    python -m tritonlens.bench.sam2_formats --image-size 1024 --threads 2
+    python -m tritonlens.bench.sam2.formats --image-size 1024 --threads 2
 
 It exports the image encoder and the prompt decoder both ways into a temporary folder, and
 prints the median seconds per call of eager torch, TorchScript (``torch.jit.load``) and

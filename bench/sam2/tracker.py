@@ -1,7 +1,7 @@
 """Measure the SAM 2 video tracker: speed vs SAM2VideoPredictor, streams, encoder batch
 sizes, and memory per stream over 30 vs 300 frames.
 
-    python -m tritonlens.bench.sam2_tracker [--image-size 256] [--frames 24] [--long 300]
+    python -m tritonlens.bench.sam2.tracker [--image-size 256] [--frames 24] [--long 300]
 
 Prints one Markdown table per measurement (figures for the README). Steps:
 

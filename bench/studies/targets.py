@@ -1,7 +1,7 @@
 """The three performance targets, measured on one host in one run, printed as the README's
 table (met or missed, with the figures that explain a miss).
 
-    python -m tritonlens.bench.targets [--frames 8] [--image-size 512] [--large-photos 48]
+    python -m tritonlens.bench.studies.targets [--frames 8] [--image-size 512] [--large-photos 48]
                                        [--out targets.json]
 
 1. **Tracking**: SAM 2.1 hiera-tiny at 512 px (``--image-size``; random weights, seeded)
@@ -27,7 +27,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from tritonlens.bench import clip_path, streams
+from tritonlens.bench.clip import path as clip_path
+from tritonlens.bench.sam2 import streams
 from tritonlens.bench.monitor import load_average
 from tritonlens.export.onnx_variants import host_isa
 

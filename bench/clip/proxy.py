@@ -2,7 +2,7 @@
 one server, through the proxy to that one server, and through the proxy to two replicas,
 side by side in one run, with the CPU seconds every process spent per request.
 
-    python -m tritonlens.bench.proxy --repo build/repo --seconds 20 --rounds 3
+    python -m tritonlens.bench.clip.proxy --repo build/repo --seconds 20 --rounds 3
 
 Starts two replicas of the repository (``clip_classify`` only, explicit model control) behind
 nginx, and a second nginx in front of replica 0 alone; then, round after round, runs the

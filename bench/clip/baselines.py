@@ -4,7 +4,7 @@
   that was exported (``ImageEncoder``: uint8 pixels -> unit-norm embedding), per batch size.
 * :func:`onnxruntime_encoder`: a raw onnxruntime session on the exported ONNX file of the
   image encoder (same fp32 precision as served), per batch size.
-* :func:`naive_path`: one real subprocess per image (``python -m tritonlens.bench.naive``)
+* :func:`naive_path`: one real subprocess per image (``python -m tritonlens.bench.clip.naive``)
   that loads the model, encodes the label texts and classifies that one image.
 
 Throughputs are images per second; the best batch size is reported with each curve.
@@ -143,7 +143,7 @@ def naive_path(model_name: str, pretrained: str, labels_file: Path, templates_fi
     run = NaiveRun()
     env = dict(os.environ)
     for image in images:
-        cmd = [sys.executable, "-m", "tritonlens.bench.naive", "--model", model_name,
+        cmd = [sys.executable, "-m", "tritonlens.bench.clip.naive", "--model", model_name,
                "--pretrained", pretrained, "--labels", str(labels_file),
                "--templates", str(templates_file), "--image", str(image),
                "--threads", str(threads)]

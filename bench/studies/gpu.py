@@ -1,7 +1,7 @@
 """The GPU checks of tritonlens in one command, for a session that has a GPU.
 
-    python -m tritonlens.bench.gpu                        # on a CUDA host: everything
-    python -m tritonlens.bench.gpu --device cpu --quick   # the same code path on a CPU (smoke)
+    python -m tritonlens.bench.studies.gpu                        # on a CUDA host: everything
+    python -m tritonlens.bench.studies.gpu --device cpu --quick   # the same code path on a CPU (smoke)
 
 What it measures and prints (Markdown tables, the device named in the first line):
 

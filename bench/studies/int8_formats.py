@@ -1,6 +1,6 @@
 """Measure every int8 format of :data:`onnx_variants.INT8_FORMATS` on this host's CPU.
 
-    python -m tritonlens.bench.int8_formats [--clip-model ViT-B-32] [--sam2-size 512]
+    python -m tritonlens.bench.studies.int8_formats [--clip-model ViT-B-32] [--sam2-size 512]
 
 Exports CLIP's image encoder and SAM 2.1 hiera-tiny's image encoder and prompt decoder to
 fp32 ONNX (seeded random weights, through the real exports), quantizes the encoders in each

@@ -1,7 +1,7 @@
 """CLIP classify end to end against the raw encoder, where each core-millisecond goes, and
 the default server's memory, side by side in one run.
 
-    python -m tritonlens.bench.clip_path [--model ViT-B-32] [--repo DIR | --keep DIR]
+    python -m tritonlens.bench.clip.path [--model ViT-B-32] [--repo DIR | --keep DIR]
                                          [--images 128] [--concurrency 4] [--perf-analyzer]
                                          [--large-photos 16]
 
@@ -50,7 +50,7 @@ import psutil
 from PIL import Image
 
 from tritonlens.bench.monitor import load_average, model_stats, process_label, stats_delta
-from tritonlens.bench.profiles import tree_memory
+from tritonlens.bench.studies.profiles import tree_memory
 from tritonlens.export.onnx_variants import host_isa
 
 COMPOSING = ("clip_preprocess", "clip_image_encoder", "clip_zero_shot")
@@ -165,7 +165,7 @@ def measure(repo: Path, workdir: Path, *, images: int = 128, rounds: int = 2,
     then 0). ``pa_concurrency``: run perf_analyzer at this concurrency (None: skip).
     ``large``: step 6 with that many photos (0: skip; it edits ``repo``'s config).
     """
-    from tritonlens.bench.baselines import onnxruntime_encoder
+    from tritonlens.bench.clip.baselines import onnxruntime_encoder
     from tritonlens.client.clip import ClipClient
     from tritonlens.client.demo import write_sample_photos
     from tritonlens.export.config import parse_config

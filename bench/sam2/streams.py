@@ -1,6 +1,6 @@
 """SAM 2 video tracking served: 1, 2, 4 and 8 concurrent streams side by side in one run.
 
-    python -m tritonlens.bench.streams [--image-size 256] [--frames 16] [--streams 1,2,4,8]
+    python -m tritonlens.bench.sam2.streams [--image-size 256] [--frames 16] [--streams 1,2,4,8]
                                        [--repo DIR] [--before DIR] [--py-spy]
 
 Exports SAM 2.1 hiera-tiny (random weights, seeded) with its video tracker into a fresh

@@ -18,7 +18,7 @@ For CLIP, then the cost of a second instance: the same export with two image-enc
 instances; a second instance adds its private memory (USS: pages it shares with the first,
 such as memory-mapped weights, are already paid for), relative to the first's RSS.
 
-Run: ``python -m tritonlens.bench.profiles [--family clip|sam2] [--model ViT-B-32]
+Run: ``python -m tritonlens.bench.studies.profiles [--family clip|sam2] [--model ViT-B-32]
 [--sam2-size 512] [--out results/profiles]``.
 """
 

@@ -1,6 +1,6 @@
 """The naive path users start from: one process per image.
 
-Run as ``python -m tritonlens.bench.naive --model ViT-B-32 --pretrained <ckpt|none>
+Run as ``python -m tritonlens.bench.clip.naive --model ViT-B-32 --pretrained <ckpt|none>
 --labels labels.txt --templates templates.txt --image photo.jpg``. The process does what
 a hand-rolled script does for every image: import torch and open_clip, build the model and
 load its weights, encode every label in every prompt template (open_clip's
