@@ -29,7 +29,8 @@ from tritonlens.client.base import TritonClient, TritonLensError
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console,
                                        dataclass_options, fail, run_at_boundary, with_parameters)
 from tritonlens.core.plugins import load_commands, load_plugins
-from tritonlens.serve.parameters import PRECISION_PARAMETER, PROFILE_PARAMETER, STUB_RESTART_PARAMETER, WEIGHTS_PARAMETER
+from tritonlens.serve.parameters import (PRECISION_PARAMETER, PROFILE_PARAMETER,
+                                         STUB_RESTART_PARAMETER, WEIGHTS_PARAMETER)
 
 app = typer.Typer(
     help="Serve OpenCLIP and SAM 2 encoders on NVIDIA Triton Inference Server.\n\n"

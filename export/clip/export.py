@@ -38,7 +38,9 @@ from tritonlens.serve.clip import names
 from tritonlens.serve.clip.names import (DEFAULT_INTERPOLATION, DEFAULT_RESIZE_MODE, INTERPOLATIONS,
                                          RESIZE_MODES)
 from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from tritonlens.serve.parameters import DEVICE_PARAMETER, FAMILY_PARAMETER, FORMAT_PARAMETER, INSTANCES_REASON_PARAMETER, MODEL_NAME_PARAMETER, PRECISION_PARAMETER, PROFILE_PARAMETER, WEIGHTS_PARAMETER
+from tritonlens.serve.parameters import (DEVICE_PARAMETER, FAMILY_PARAMETER, FORMAT_PARAMETER,
+                                         INSTANCES_REASON_PARAMETER, MODEL_NAME_PARAMETER,
+                                         PRECISION_PARAMETER, PROFILE_PARAMETER, WEIGHTS_PARAMETER)
 
 
 

@@ -49,7 +49,9 @@ from tritonlens.export.onnx_variants import onnxruntime_parameters, precision_pa
 from tritonlens.export.repository import python_model_source
 from tritonlens.export.sam2.modules import ImageEncoder, PromptDecoder
 from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from tritonlens.serve.parameters import DEVICE_PARAMETER, FAMILY_PARAMETER, FORMAT_PARAMETER, FORMAT_REASON_PARAMETER, IMAGE_SIZE_PARAMETER, PRECISION_PARAMETER, PROFILE_PARAMETER, WEIGHTS_PARAMETER
+from tritonlens.serve.parameters import (DEVICE_PARAMETER, FAMILY_PARAMETER, FORMAT_PARAMETER,
+                                         FORMAT_REASON_PARAMETER, IMAGE_SIZE_PARAMETER,
+                                         PRECISION_PARAMETER, PROFILE_PARAMETER, WEIGHTS_PARAMETER)
 
 # Short names -> sam2's packaged Hydra configs (sam2 1.1.0: configs/sam2 and configs/sam2.1).
 CONFIG_NAMES = {
