@@ -19,7 +19,8 @@ FP32 [K, H, W], ``object_scores`` FP32 [K], ``frame_index`` INT64 [1] (always).
 
 State: START resets the stream (a repeated START too); END frees it after the frame.
 Parameters ``max_streams`` and ``stream_idle_seconds`` (written by the export; named in
-``tritonlens.serve.parameters`` / ``.sam2.names``): a START beyond ``max_streams`` streams with state is refused with a message naming the limit;
+``tritonlens.serve.parameters`` / ``.sam2.names``): a START beyond ``max_streams`` streams
+with state is refused with a message naming the limit;
 streams idle longer than ``stream_idle_seconds`` (seconds, finite and above 0; missing or
 anything else fails the load with a ``ConfigError`` naming it) are freed by a sweep (on
 every ``execute`` and from a timer thread) and logged, and their next frame is told they
