@@ -144,3 +144,19 @@ def test_missing_transformers_is_named(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
     with pytest.raises(ExportError, match="pip install transformers"):
         prepare_hf_tokenizer("ViT-B-16-SigLIP", folder)
+
+
+def test_cli_names_the_missing_tokenizer_instead_of_a_bug(tmp_path):
+    """Issue 22: ``export clip --model ViT-B-16-SigLIP`` ended in "unexpected
+    ModuleNotFoundError ... (a tritonlens bug ...)"; now the missing folder is named, with
+    the command that makes it, before anything is written."""
+    from pathlib import Path
+
+    labels = Path(__file__).resolve().parents[2] / "examples" / "labels.txt"
+    run = subprocess.run([Path(sys.executable).parent / "tritonlens", "export", "clip", "--model",
+                          "ViT-B-16-SigLIP", "--labels", str(labels), "--repo", str(tmp_path / "repo")],
+                         capture_output=True, text=True, timeout=300)
+    output = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == 1, output
+    assert "--tokenizer DIR" in output and "timm/ViT-B-16-SigLIP" in output
+    assert "bug" not in output and not (tmp_path / "repo").exists()
