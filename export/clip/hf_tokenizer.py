@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from tritonlens.export.core import ExportError
 from tritonlens.serve.clip.hf_tokenizer import (CLEAN, CLEAN_MODES, HUGGINGFACE, STRIP_TOKEN_ID,
                                                 TOKENIZER, TOKENIZER_FILE, HFClipTokenizer)
@@ -136,7 +138,7 @@ def prepare_hf_tokenizer(model: str, folder: str | Path | None) -> ExportedToken
         raise ExportError(f"--tokenizer {folder}: {len(auto)} tokens, but {model}'s text tower "
                           f"embeds {vocab_size}: not this model's tokenizer ({hf_name})")
     context_length = int(text_cfg.get("context_length", DEFAULT_CONTEXT_LENGTH))
-    served = type(backend).from_str(backend.to_str())
+    served = Tokenizer.from_str(backend.to_str())  # a copy: transformers' object stays as read
     served.enable_truncation(max_length=context_length, stride=0, strategy="longest_first",
                              direction=auto.truncation_side)
     served.enable_padding(direction=auto.padding_side, pad_id=auto.pad_token_id,

@@ -78,5 +78,10 @@ def test_recipe_runs_as_written(tmp_path):
     assert code == 0, f"the queries failed:\n{output}\n--- serve:\n{result['serve'][1]}"
     labels = (REPO_ROOT / "examples" / "labels.txt").read_text().split("\n")
     assert "cat.jpg" in output and any(label and label in output for label in labels)
+    # SigLIP's cleaning makes "a photo of a cat" and "A_PHOTO of a cat!!" one text: the
+    # image's two cosines in embed's table are equal
+    rows = [re.findall(r"-?\d\.\d{4}", line) for line in output.splitlines()
+            if "cat.jpg" in line and "│" in line]
+    assert [len(set(row)) for row in rows if len(row) == 2] == [1], output
     code, log = result["serve"]
     assert re.search(r"^ready\s", log, re.MULTILINE) and code == 0, log
