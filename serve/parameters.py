@@ -16,7 +16,9 @@ PROFILE_PARAMETER = "tritonlens.profile"  # default or low-memory
 DEVICE_PARAMETER = "tritonlens.device"  # cpu or gpu
 IMAGE_SIZE_PARAMETER = "tritonlens.image_size"  # the input side in pixels
 INSTANCES_REASON_PARAMETER = "tritonlens.instances_reason"  # why this many instances
-DISABLE_PREPACKING_PARAMETER = "tritonlens.disable_prepacking"  # "1": onnxruntime without weight pre-packing
+DISABLE_PREPACKING_PARAMETER = "tritonlens.disable_prepacking"
+TOKENIZER_SOURCE_PARAMETER = "tritonlens.tokenizer_source"  # a Hugging Face tokenizer: which, from where
+TOKENIZER_READ_BY_PARAMETER = "tritonlens.tokenizer_read_by"  # ... and what read it at export  # "1": onnxruntime without weight pre-packing
 # Stateful models (Triton's sequence batcher; the SAM 2 tracker): streams with state one instance
 # holds; a START beyond it is refused. The replica set reports it per replica.
 MAX_STREAMS_PARAMETER = "max_streams"

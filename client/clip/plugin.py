@@ -59,6 +59,10 @@ def export(
         "both sides >= 2x the input size: large photos cost about what small ones do "
         "(12 MP: 142 -> 29 ms of preprocessing), pixels within a few levels of a full "
         "decode instead of identical to open_clip's")] = False,
+    tokenizer: Annotated[Path | None, typer.Option(
+        help="Folder with the model's Hugging Face tokenizer (tokenizer.json, "
+             "tokenizer_config.json), for SigLIP, SigLIP 2, CLIPA, MetaCLIP 2: copied into the "
+             "repository, the server never reaches a hub (docs/clip-families.md)")] = None,
 ) -> None:
     """Export an OpenCLIP model into a Triton model repository.
 
@@ -78,7 +82,8 @@ def export(
             templates=read_lines(templates, "templates") if templates else None, fmt=format,
             max_batch_size=max_batch_size, threads=threads, instance_count=instances, seed=seed,
             precision=precision, profile=profile, prefix=prefix, text=text,
-            device=device, jpeg_draft=jpeg_draft)
+            device=device, jpeg_draft=jpeg_draft,
+            tokenizer=str(tokenizer) if tokenizer else None)
         run_export("CLIP", export_clip, options, repo)
     except ExportError as err:
         fail(str(err))

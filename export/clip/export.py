@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 
+from tritonlens.export.clip.hf_tokenizer import prepare_hf_tokenizer
 from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
 from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config, instance_kind,
                                       model_config, warmup_image, write_model)
@@ -40,7 +41,8 @@ from tritonlens.serve.clip.names import (DEFAULT_INTERPOLATION, DEFAULT_RESIZE_M
 from tritonlens.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from tritonlens.serve.parameters import (DEVICE_PARAMETER, FAMILY_PARAMETER, FORMAT_PARAMETER,
                                          INSTANCES_REASON_PARAMETER, MODEL_NAME_PARAMETER,
-                                         PRECISION_PARAMETER, PROFILE_PARAMETER, WEIGHTS_PARAMETER)
+                                         PRECISION_PARAMETER, PROFILE_PARAMETER,
+                                         TOKENIZER_SOURCE_PARAMETER, WEIGHTS_PARAMETER)
 
 
 
@@ -78,6 +80,10 @@ class ClipExportOptions(ExportOptions):
             size >= 2 x the input size (``serve.clip.preprocess.ClipPreprocess``): a 12 MP
             photo's preprocessing 142 -> 29 ms, pixels within a few levels of open_clip's
             full decode instead of identical. Off by default (exact parity).
+        tokenizer: a local folder with the model's Hugging Face tokenizer (SigLIP, SigLIP 2,
+            CLIPA, MetaCLIP 2: models whose open_clip config names ``hf_tokenizer_name``),
+            copied into ``<prefix>_tokenize`` (``export.clip.hf_tokenizer``); None for models
+            on open_clip's own tokenizer.
     """
 
     PRECISIONS = ("fp32", "fp16", "int8")
@@ -90,6 +96,7 @@ class ClipExportOptions(ExportOptions):
     prefix: str = "clip"
     text: bool | None = None
     jpeg_draft: bool = False
+    tokenizer: str | None = None
 
 
 # model_warmup samples (export/config.add_warmup): a text for clip_tokenize, and a small
@@ -144,11 +151,13 @@ def load_open_clip(model: str, pretrained: str | None, seed: int = 0):
 
 
 def label_embeddings(clip, model: str, labels: list[str], templates: list[str] | None,
-                     show_progress: bool = False) -> torch.Tensor:
+                     show_progress: bool = False, tokenizer=None) -> torch.Tensor:
     """fp32 [D, C]: open_clip's ``build_zero_shot_classifier`` over labels x templates.
 
     Each class name is put into every template, the texts are encoded, their unit-norm
     embeddings averaged and the mean renormalised (Radford et al. 2021, prompt ensembling).
+    ``tokenizer`` (texts -> INT64 numpy [N, L]) replaces ``open_clip.get_tokenizer(model)``:
+    the served Hugging Face tokenizer (``export.clip.hf_tokenizer``).
     """
     import open_clip
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
@@ -157,10 +166,11 @@ def label_embeddings(clip, model: str, labels: list[str], templates: list[str] |
         bad = [t for t in templates if "{}" not in t]
         if bad:
             raise ExportError(f"template without '{{}}' for the class name: {bad[0]!r}")
-    tokenizer = open_clip.get_tokenizer(model)
+    encode = open_clip.get_tokenizer(model) if tokenizer is None else (
+        lambda texts: torch.from_numpy(tokenizer(texts)))
     with torch.no_grad():
         return open_clip.build_zero_shot_classifier(
-            clip, tokenizer, labels, templates or OPENAI_IMAGENET_TEMPLATES,
+            clip, encode, labels, templates or OPENAI_IMAGENET_TEMPLATES,
             num_classes_per_batch=8, device="cpu", use_tqdm=show_progress)
 
 
@@ -254,6 +264,7 @@ def export_clip(options: ClipExportOptions, repo: Path,
             such errors: they are all checked before the first file is written).
     """
     check_options(options)
+    hf_tokenizer = prepare_hf_tokenizer(options.model, options.tokenizer)
     report(f"loading {options.model} ({options.pretrained or 'random weights'})")
     clip, cfg, weights = load_open_clip(options.model, options.pretrained, options.seed)
     size = cfg["size"][0] if isinstance(cfg["size"], (tuple, list)) else cfg["size"]
@@ -269,7 +280,8 @@ def export_clip(options: ClipExportOptions, repo: Path,
     report(f"encoding {len(options.labels)} labels x "
            f"{len(options.templates) if options.templates else 80} prompt templates")
     classifier = label_embeddings(clip, options.model, options.labels, options.templates,
-                                  show_progress)  # always in fp32, before any precision change
+                                  show_progress,  # always in fp32, before any precision change
+                                  hf_tokenizer.tokenizer if hf_tokenizer else None)
     logit_scale = clip.logit_scale.exp().item()
     embed_dim = int(classifier.shape[0])
     text = options.text if options.text is not None else options.profile != "low-memory"
@@ -365,8 +377,10 @@ def export_clip(options: ClipExportOptions, repo: Path,
             name("tokenize"), "python", [Tensor("text", "bytes", (1,))], [token_ids],
             max_batch_size=text_mbs, parameters={"model_name": options.model,
                                                  "context_length": str(context_length),
-                                                 FAMILY_PARAMETER: "clip"})
-        write_model(repo, tokenize_config, {"model.py": python_model_source("clip_tokenize")},
+                                                 FAMILY_PARAMETER: "clip",
+                                                 **(hf_tokenizer.parameters if hf_tokenizer else {})})
+        write_model(repo, tokenize_config, {"model.py": python_model_source("clip_tokenize"),
+                                            **(hf_tokenizer.files if hf_tokenizer else {})},
                     extra=add_warmup(tokenize_config, {"text": WARMUP_TEXT}))
         write_model(repo, ensemble_config(
             name("embed_text"), [Tensor("text", "bytes", (1,))], [embedding],
@@ -379,6 +393,8 @@ def export_clip(options: ClipExportOptions, repo: Path,
             "models": ", ".join(sorted(p.name for p in repo.iterdir()
                                        if p.name.startswith(options.prefix + "_"))),
             "image_size": str(size), "embedding_dim": str(embed_dim), "labels": str(n_labels),
+            "tokenizer": (hf_tokenizer.parameters[TOKENIZER_SOURCE_PARAMETER] if hf_tokenizer
+                          else "open_clip's"),
             "threads x instances": f"{threads} x {instances}" + (
                 "" if not text else " (text encoder: {1} x {0})".format(*engine_settings(options, "text"))),
             "repository": str(repo)}

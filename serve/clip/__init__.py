@@ -1,2 +1,3 @@
 """CLIP's stub-side code: what ``clip_preprocess`` (``preprocess``) and ``clip_tokenize``
-(``tokenizer``) run inside Triton, and the names every layer shares (``names``)."""
+(``tokenizer``; ``hf_tokenizer`` for Hugging Face tokenizers) run inside Triton, and the
+names every layer shares (``names``)."""
