@@ -17,12 +17,12 @@ the :data:`~tritonlens.serve.headers.REPLICA_HEADER` header.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import tempfile
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tritonlens.launcher.admin import TritonAdmin
 from tritonlens.launcher.errors import ProxyNotFoundError, ServerStartError
-from tritonlens.launcher.process import die_with_parent
+from tritonlens.launcher.process import check_port_free, die_with_parent, free_port
 from tritonlens.serve.headers import SEQUENCE_HEADER
 
 TEMPLATE = Path(__file__).parent / "templates" / "tritonlens.conf.template"
