@@ -108,6 +108,7 @@ def curl(gateway: OpenAIGateway, path: str, body: dict | None, tmp_path: Path,
     return int(status), json.loads(text)
 
 
+@pytest.mark.tools("curl")
 @pytest.mark.parametrize("encoding_format", ["float", "base64"])
 def test_curl(gateway, reference, photos, tmp_path, encoding_format):
     status, answer = curl(gateway, "/v1/embeddings", {
@@ -122,6 +123,7 @@ def test_curl(gateway, reference, photos, tmp_path, encoding_format):
     assert status == 200 and models["data"][0]["id"] == "clip"
 
 
+@pytest.mark.tools("curl")
 def test_modality_field(gateway, reference, photos, tmp_path):
     """infinity's field: modality "text" embeds a URL-looking string as text; "image" needs images."""
     status, answer = curl(gateway, "/v1/embeddings", {
@@ -193,6 +195,7 @@ def test_bad_input_fails_alone_while_other_traffic_goes_on(gateway, reference, p
     assert len(results) >= 4 and min(results) >= MIN_COSINE
 
 
+@pytest.mark.tools("curl")
 def test_non_json_body(gateway, tmp_path):
     done = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", "-H", "Content-Type: application/json",
                            "--data-binary", "{not json", gateway.url + "/v1/embeddings"],
@@ -201,6 +204,7 @@ def test_non_json_body(gateway, tmp_path):
     assert status == "400" and json.loads(text)["error"]["code"] == "invalid_json"
 
 
+@pytest.mark.tools("curl")
 def test_key_when_asked_for(server, reference, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with OpenAIGateway(server.grpc_url, port=0, api_key="k-42-secret",
@@ -221,6 +225,7 @@ def test_key_when_asked_for(server, reference, tmp_path, monkeypatch):
     assert not api_key_file(keyed.port).exists()
 
 
+@pytest.mark.tools("nginx")
 def test_serve_replicas_with_openai_port_and_key(repo, reference, photos, tmp_path):
     """``tritonlens serve --replicas 2 --openai-port 0 --openai-require-key``: the gateway
     talks to nginx, requires the server's API key, and stops with the command."""
