@@ -77,7 +77,7 @@ def serve(
         help="With --openai-port: a model name the gateway serves, a CLIP export's --prefix "
              "(repeatable; default clip)")] = None,
     openai_require_key: Annotated[bool, typer.Option(
-        help="With --openai-port: require 'Authorization: Bearer <API key>' (the --api-key "
+        "--openai-require-key", help="With --openai-port: require 'Authorization: Bearer <API key>' (the --api-key "
              "key; its file is printed at start) instead of an open gateway")] = False,
 ) -> None:
     """Run a real tritonserver on a model repository until Ctrl-C, SIGTERM or SIGHUP.

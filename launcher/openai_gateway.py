@@ -173,7 +173,7 @@ def _is_unreachable(err) -> bool:
 
 
 def _unreachable(url: str, err) -> ApiError:
-    return ApiError(503, f"Triton at {url} did not answer: {err.message() or err}", code="triton_unavailable")
+    return ApiError(503, f"Triton at {url} is unavailable: {err.message() or err}", code="triton_unavailable")
 
 
 def error_response(err: ApiError) -> JSONResponse:

@@ -262,3 +262,15 @@ def test_serve_replicas_with_openai_port_and_key(repo, reference, photos, tmp_pa
     port = int(found.group(1).rsplit(":", 1)[1].split("/")[0])
     with pytest.raises(OSError):  # the gateway stopped with the command
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_benchmark_runs(repo, capsys):
+    """``python -m tritonlens.bench.openai_gateway``, cut to one short round of texts: both arms
+    give the same vectors and the table has both rows."""
+    from tritonlens.bench.openai_gateway import main
+
+    main(["--repo", str(repo), "--seconds", "1", "--rounds", "1", "--kinds", "text", "--concurrency", "2"])
+    out = capsys.readouterr().out
+    assert "text: cosine(direct, gateway) = 1.000000" in out, out
+    assert re.search(r"^\| text \| direct \| [\d.]+ \| 1\.00x \|", out, re.MULTILINE), out
+    assert re.search(r"^\| text \| gateway \| [\d.]+ \| [\d.]+x \| [\d.]+ \| [\d.]+ \|", out, re.MULTILINE), out
