@@ -46,7 +46,8 @@ class ApiError(Exception):
     """A request refused with OpenAI's error JSON (:meth:`body`) and an HTTP ``status``.
 
     Attributes:
-        status: 400 bad input, 401 missing or wrong key, 404 unknown model, 502/503 Triton.
+        status: 400 bad input, 401 missing or wrong key, 404 unknown model, 413 body too
+            large, 502/503 Triton.
         message: what is wrong and how to fix it.
         param: the request field at fault (``input``, ``input[3]``, ``model`` ...), or None.
         code: OpenAI's machine-readable code (``invalid_api_key``, ``model_not_found`` ...).

@@ -47,6 +47,9 @@ from tritonlens.serve.headers import API_KEY_ENV
 # clip_preprocess / clip_tokenize name a refused item by its position in the Triton request.
 _ITEM_IN_REQUEST = re.compile(r"(?:image|text) (\d+) of the request")
 KINDS = ("text", "image")
+# The same bound as the replicas' nginx (`serve --max-body-size 64m`) and one image's in
+# clip_preprocess (serve.images.DEFAULT_MAX_BYTES).
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -180,7 +183,29 @@ def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status)
 
 
-def create_app(triton_url: str, models: list[str], api_key: str | None = None) -> Starlette:
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused as soon as it passes ``limit`` bytes.
+
+    Raises:
+        ApiError: 413 (``request_too_large``) naming the limit.
+    """
+    declared = request.headers.get("content-length", "")
+    chunks, size = [], 0
+    if not declared.isdigit() or int(declared) <= limit:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                break
+            chunks.append(chunk)
+    if size > limit or (declared.isdigit() and int(declared) > limit):
+        raise ApiError(413, f"the request body is over the gateway's limit of {limit} bytes "
+                            "(--max-body-bytes): send fewer or smaller images per request",
+                       "input", "request_too_large")
+    return b"".join(chunks)
+
+
+def create_app(triton_url: str, models: list[str], api_key: str | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     """The ASGI app: ``POST /v1/embeddings``, ``GET /v1/models``, ``GET /v1/models/{model}``
     and ``GET /health`` (the gateway is up and Triton answers; never needs the key).
 
@@ -188,6 +213,7 @@ def create_app(triton_url: str, models: list[str], api_key: str | None = None) -
         triton_url: Triton's gRPC endpoint.
         models: served model names (CLIP export prefixes).
         api_key: the key every /v1 request must bring as ``Authorization: Bearer``; None: open.
+        max_body_bytes: the largest request body (413 beyond).
     """
     embedder = TritonEmbedder(triton_url, models)
 
@@ -198,7 +224,7 @@ def create_app(triton_url: str, models: list[str], api_key: str | None = None) -
         try:
             authorize(request)
             try:
-                body = json.loads(await request.body())
+                body = json.loads(await read_body(request, max_body_bytes))
             except ValueError as err:
                 raise ApiError(400, f"the request body is not JSON: {err}", None, "invalid_json") from None
             parsed = parse_embedding_request(body)
@@ -281,13 +307,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9000, help="the gateway's HTTP port")
     parser.add_argument("--model", action="append", dest="models",
                         help="a served model name, a CLIP export's prefix (repeatable; default clip)")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                        help="the largest request body in bytes (413 beyond)")
     parser.add_argument("--require-key", action="store_true",
                         help=f"require 'Authorization: Bearer <${API_KEY_ENV}>' on every /v1 request")
     args = parser.parse_args(argv)
     api_key = os.environ.get(API_KEY_ENV) if args.require_key else None
     if args.require_key and not api_key:
         sys.exit(f"--require-key needs the key in ${API_KEY_ENV}")
-    app = create_app(args.triton, args.models or ["clip"], api_key)
+    app = create_app(args.triton, args.models or ["clip"], api_key, args.max_body_bytes)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

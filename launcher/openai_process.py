@@ -42,6 +42,7 @@ class OpenAIGateway:
             ``Authorization: Bearer <key>``; the key is written to :func:`api_key_file` of the
             port (mode 0600) while the gateway runs, and passed to it in the environment (not
             on its command line, which other users can read).
+        max_body_bytes: the largest request body (None: the gateway's default, 64 MiB).
         log_file: where its output goes (None: this process's stderr).
 
     Raises (from ``start``):
@@ -51,10 +52,11 @@ class OpenAIGateway:
 
     def __init__(self, triton_url: str, *, host: str = "127.0.0.1", port: int = 9000,
                  models: list[str] | tuple[str, ...] = ("clip",), api_key: str | None = None,
-                 log_file: str | os.PathLike | None = None):
+                 max_body_bytes: int | None = None, log_file: str | os.PathLike | None = None):
         self.triton_url, self.host = triton_url, host
         self.port = port or free_port(host)
         self.models, self.api_key = list(models), api_key
+        self.max_body_bytes = max_body_bytes
         self.log_file = Path(log_file) if log_file else None
         self.process: subprocess.Popen | None = None
 
@@ -80,6 +82,8 @@ class OpenAIGateway:
                    self.triton_url, "--host", self.host, "--port", str(self.port)]
         for model in self.models:
             command += ["--model", model]
+        if self.max_body_bytes is not None:
+            command += ["--max-body-bytes", str(self.max_body_bytes)]
         return command + (["--require-key"] if self.api_key else [])
 
     def start(self, timeout: float = 60.0) -> "OpenAIGateway":

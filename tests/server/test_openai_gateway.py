@@ -204,6 +204,17 @@ def test_non_json_body(gateway, tmp_path):
     assert status == "400" and json.loads(text)["error"]["code"] == "invalid_json"
 
 
+def test_body_over_the_limit_is_413(server, photos, tmp_path):
+    with OpenAIGateway(server.grpc_url, port=0, max_body_bytes=100_000,
+                       log_file=tmp_path / "gateway.log") as small:
+        client = client_for(small)
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.embeddings.create(model="clip", input=[data_url(p) for p in photos])
+        assert caught.value.status_code == 413 and caught.value.body["code"] == "request_too_large"
+        assert "limit of 100000 bytes" in caught.value.body["message"]
+        assert len(client.embeddings.create(model="clip", input=TEXTS).data) == 3  # goes on
+
+
 @pytest.mark.tools("curl")
 def test_key_when_asked_for(server, reference, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
