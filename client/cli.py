@@ -97,11 +97,21 @@ def serve(
     from tritonlens.launcher.run import run_until_signal
 
     def openai_gateway(triton_url: str, api_key: str):
-        """The --openai-port gateway in front of ``triton_url`` (None without the option)."""
+        """The --openai-port gateway in front of ``triton_url`` (None without the option);
+        a port that Triton takes or that is busy is refused before any server starts."""
         if openai_port is None:
             return None
         from tritonlens.launcher.openai_process import OpenAIGateway
+        from tritonlens.launcher.process import check_port_free
 
+        if openai_port and openai_port in (http_port, grpc_port, metrics_port):
+            fail(f"--openai-port {openai_port} is also one of Triton's ports (--http-port, "
+                 "--grpc-port, --metrics-port): choose another")
+        if openai_port:
+            try:
+                check_port_free(host, openai_port, "OpenAI gateway (--openai-port)")
+            except ServerStartError as err:
+                fail(str(err))
         return OpenAIGateway(triton_url, host=host, port=openai_port, models=openai_model or ["clip"],
                              api_key=api_key if openai_require_key else None)
 

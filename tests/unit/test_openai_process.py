@@ -4,7 +4,10 @@ the options of ``tritonlens serve``."""
 
 from __future__ import annotations
 
+import socket
+
 import typer
+from typer.testing import CliRunner
 
 from tritonlens.client.cli import app
 from tritonlens.launcher.openai_process import OpenAIGateway
@@ -34,3 +37,16 @@ def test_serve_options():
     assert options["--openai-model"].multiple
     assert options["--openai-require-key"].is_flag and options["--openai-require-key"].default is False
     assert "--no-openai-require-key" not in {opt for p in serve.params for opt in p.secondary_opts}
+
+
+def test_serve_refuses_a_clashing_or_busy_openai_port_before_starting(tmp_path):
+    runner = CliRunner()
+    clash = runner.invoke(app, ["serve", "--repo", str(tmp_path), "--openai-port", "8001"])
+    assert clash.exit_code == 1 and "--openai-port 8001 is also one of Triton's ports" in clash.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = runner.invoke(app, ["serve", "--repo", str(tmp_path), "--http-port", "0", "--grpc-port", "0",
+                                    "--metrics-port", "0", "--openai-port", str(port)])
+    assert taken.exit_code == 1 and f"port {port} on 127.0.0.1 is already in use" in taken.output
