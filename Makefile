@@ -24,10 +24,12 @@ $(STAMP): pyproject.toml Makefile examples/tritonlens-timm/pyproject.toml
 	# The example out-of-tree plugin, installed as a third-party family would be (its tests run in `make test`).
 	$(PIP) install -e examples/tritonlens-timm
 	# nginx in front of several replicas (`tritonlens serve --replicas N`, tests/server/test_replicas.py),
-	# and kubectl (its kustomize renders deploy/k8s in tests/unit/test_k8s_manifests.py) where apt has it.
+	# and kubectl (its kustomize renders deploy/k8s in tests/unit/test_k8s_manifests.py) where apt has it;
+	# curl, which the OpenAI gateway's tests and docs/openai.md call.
 	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	if ! command -v nginx >/dev/null && ! test -x /usr/sbin/nginx; then \
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx; fi; \
+	command -v curl >/dev/null || $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y curl; \
 	command -v kubectl >/dev/null || $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y kubectl \
 	  || echo "kubectl is not in this host's apt sources: install it to validate deploy/k8s"
 	touch $@

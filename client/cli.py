@@ -72,6 +72,16 @@ def serve(
     replica_logs: Annotated[Path | None, typer.Option(
         help="With --replicas: folder for each replica's log and nginx's access/error logs "
              "(default: a temporary folder removed at stop)")] = None,
+    openai_port: Annotated[int | None, typer.Option(
+        help="Also serve OpenAI's embeddings API (POST /v1/embeddings, GET /v1/models) on this "
+             "port of --host, in front of the server or the replicas' nginx (0 = any free "
+             "port; not given = no gateway)")] = None,
+    openai_model: Annotated[list[str] | None, typer.Option(
+        help="With --openai-port: a model name the gateway serves, a CLIP export's --prefix "
+             "(repeatable; default clip)")] = None,
+    openai_require_key: Annotated[bool, typer.Option(
+        "--openai-require-key", help="With --openai-port: require 'Authorization: Bearer <API key>' (the --api-key "
+             "key; its file is printed at start) instead of an open gateway")] = False,
 ) -> None:
     """Run a real tritonserver on a model repository until Ctrl-C, SIGTERM or SIGHUP.
 
@@ -82,11 +92,31 @@ def serve(
     Further tritonserver flags pass through after `--`, e.g. `tritonlens serve --
     --metrics-config summary_latencies=true --response-cache-byte-size 1000000`.
     With --replicas N: N servers on free loopback ports (metrics on --metrics-port + i when
-    given) and nginx on the given ports.
+    given) and nginx on the given ports. With --openai-port P: an OpenAI-compatible
+    embeddings gateway on P (docs/openai.md), started once Triton is ready.
     """
     from tritonlens.client.base import api_key_file
     from tritonlens.launcher import ServerStartError, TritonServer
     from tritonlens.launcher.run import run_until_signal
+
+    def openai_gateway(triton_url: str, api_key: str):
+        """The --openai-port gateway in front of ``triton_url`` (None without the option);
+        a port that Triton takes or that is busy is refused before any server starts."""
+        if openai_port is None:
+            return None
+        from tritonlens.launcher.openai_process import OpenAIGateway
+        from tritonlens.launcher.process import check_port_free
+
+        if openai_port and openai_port in (http_port, grpc_port, metrics_port):
+            fail(f"--openai-port {openai_port} is also one of Triton's ports (--http-port, "
+                 "--grpc-port, --metrics-port): choose another")
+        if openai_port:
+            try:
+                check_port_free(host, openai_port, "OpenAI gateway (--openai-port)")
+            except ServerStartError as err:
+                fail(str(err))
+        return OpenAIGateway(triton_url, host=host, port=openai_port, models=openai_model or ["clip"],
+                             api_key=api_key if openai_require_key else None)
 
     if replicas > 1:
         from click.core import ParameterSource
@@ -105,7 +135,8 @@ def serve(
                               else metrics_port),
                 load_models=load_model or [], log_verbose=log_verbose,
                 extra_args=[arg for arg in ctx.args if arg != "--"])
-            serve_replicas(replica_set, console.print)
+            gateway = openai_gateway(replica_set.grpc_url, replica_set.api_key)
+            serve_replicas(replica_set, console.print, gateway)
         except (FileNotFoundError, ValueError, ServerStartError, ModelLoadError, ProxyNotFoundError,
                 RuntimeError) as err:
             fail(str(err))
@@ -119,10 +150,13 @@ def serve(
                               extra_args=[arg for arg in ctx.args if arg != "--"])
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
+    gateway = openai_gateway(server.grpc_url, server.api_key)
 
     def start() -> None:
         console.print(f"starting tritonserver on {repo} ...")
         server.start()
+        if gateway is not None:
+            gateway.start()
         print_models(server.repository_index())
         endpoints = (f"gRPC {server.grpc_url}   HTTP {server.http_url}   "
                      f"metrics {server.metrics_url}")
@@ -133,14 +167,20 @@ def serve(
             console.print(f"[bold yellow]serving, NOT ready[/] (/v2/health/ready fails; "
                           f"failed to load: {', '.join(sorted(failed)) or 'see the log'})  "
                           f"{endpoints}", highlight=False)
+        if gateway is not None:
+            console.print(gateway.describe(), highlight=False)
         console.print(f"API key for the restricted APIs: {api_key_file(server.http_port)}"
                       "\nCtrl-C to stop", highlight=False)
 
     def poll() -> None:
         if server.process.poll() is not None:
             fail(f"tritonserver exited with code {server.process.returncode}")
+        if gateway is not None and gateway.poll() is not None:
+            fail(f"the OpenAI gateway exited with code {gateway.poll()}")
 
     def stop() -> None:
+        if gateway is not None:
+            gateway.stop()
         code = server.stop()
         if code is not None:
             console.print(f"tritonserver stopped (exit code {code})")

@@ -7,7 +7,8 @@ Modules: ``install`` (the server binary from the nvidia-pytriton wheel and the b
 directory), ``process`` (ports, parent-death, the log stream), ``flags`` (which tritonserver
 flags pass through), ``admin`` (Triton's HTTP admin API), ``server`` (:class:`TritonServer`),
 ``health`` (reload a model whose stub died), ``nginx`` and ``replicas`` (``--replicas N``),
-``run`` (the run-until-signal loop of ``tritonlens serve``).
+``run`` (the run-until-signal loop of ``tritonlens serve``), ``openai_api``, ``openai_gateway``
+and ``openai_process`` (the OpenAI-compatible embeddings gateway, ``--openai-port``).
 """
 
 from tritonlens.launcher.errors import ModelLoadError, ProxyNotFoundError, ServerStartError, TritonNotFoundError

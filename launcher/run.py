@@ -12,6 +12,7 @@ import signal
 import threading
 from typing import Callable
 
+from tritonlens.launcher.openai_process import OpenAIGateway
 from tritonlens.launcher.replicas import ReplicaSet
 from tritonlens.serve.headers import api_key_file
 
@@ -49,7 +50,7 @@ def run_until_signal(start: Callable[[], None], poll: Callable[[], None], stop: 
         stop()
 
 
-def serve_replicas(replica_set: ReplicaSet, echo=print) -> None:
+def serve_replicas(replica_set: ReplicaSet, echo=print, gateway: OpenAIGateway | None = None) -> None:
     """Run ``replica_set`` until SIGINT, SIGTERM or SIGHUP (the ``tritonlens serve
     --replicas N`` loop), reporting each replica that exits; stops everything on the way out.
 
@@ -59,6 +60,8 @@ def serve_replicas(replica_set: ReplicaSet, echo=print) -> None:
 
     Args:
         echo: prints one line (rich markup allowed when it is a rich console's print).
+        gateway: an OpenAI gateway in front of the proxy, started once the replicas are
+            ready and stopped first (``--openai-port``); its exit ends the run.
 
     Raises:
         ServerStartError, ModelLoadError, ProxyNotFoundError: from start-up.
@@ -68,6 +71,8 @@ def serve_replicas(replica_set: ReplicaSet, echo=print) -> None:
         echo(f"starting {replica_set.count} tritonserver replica(s) on {replica_set.model_repository} "
              f"and nginx in front ...")
         replica_set.start()
+        if gateway is not None:
+            gateway.start()
         for replica in replica_set.replicas:
             server = replica.server
             echo(f"  replica {replica.index}: gRPC {server.grpc_url}   HTTP {server.http_url}   "
@@ -78,6 +83,8 @@ def serve_replicas(replica_set: ReplicaSet, echo=print) -> None:
         echo(f"[bold green]ready[/]  gRPC {replica_set.grpc_url}   HTTP {replica_set.http_url}   "
              f"(nginx: hash on {replica_set.proxy.hash_header}, request bodies up to "
              f"{replica_set.proxy.max_body_size}; access log {replica_set.access_log})")
+        if gateway is not None:
+            echo(gateway.describe())
         echo(f"API key for the restricted APIs: {api_key_file(replica_set.proxy.http_port)}\nCtrl-C to stop")
 
     def poll() -> None:
@@ -91,8 +98,12 @@ def serve_replicas(replica_set: ReplicaSet, echo=print) -> None:
         if replica_set.nginx.poll() is not None:
             raise RuntimeError(f"nginx exited with code {replica_set.nginx.returncode}: "
                                + replica_set.proxy_process.error_log_tail())
+        if gateway is not None and gateway.poll() is not None:
+            raise RuntimeError(f"the OpenAI gateway exited with code {gateway.poll()}")
 
     def stop() -> None:
+        if gateway is not None:
+            gateway.stop()
         replica_set.stop()
         echo("replicas and nginx stopped")
 
