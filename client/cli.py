@@ -30,6 +30,7 @@ from tritonlens.client.base import TritonClient, TritonLensError
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console, fail,
                                        run_at_boundary)
 from tritonlens.client.plugins import load_commands, load_plugins
+from tritonlens.serve.launcher import DEFAULT_RESPONSE_CACHE_BYTES
 
 app = typer.Typer(
     help="Serve OpenCLIP and SAM 2 encoders on NVIDIA Triton Inference Server.\n\n"
@@ -71,6 +72,11 @@ def serve(
     replica_logs: Annotated[Path | None, typer.Option(
         help="With --replicas: folder for each replica's log and nginx's access/error logs "
              "(default: a temporary folder removed at stop)")] = None,
+    response_cache_bytes: Annotated[int, typer.Option(
+        min=0, help="Size of Triton's response cache in bytes (--cache-config local,size=...): "
+                    "models that enable it (the CLIP text encoder) answer repeated requests from "
+                    "it, so clip_rank encodes a candidate text once; 0 = no cache "
+                    "[default: 64 MiB]", show_default=False)] = DEFAULT_RESPONSE_CACHE_BYTES,
 ) -> None:
     """Run a real tritonserver on a model repository until Ctrl-C, SIGTERM or SIGHUP.
 
@@ -100,6 +106,7 @@ def serve(
                 metrics_port=(0 if ctx.get_parameter_source("metrics_port") is ParameterSource.DEFAULT
                               else metrics_port),
                 load_models=load_model or [], log_verbose=log_verbose,
+                response_cache_bytes=response_cache_bytes,
                 extra_args=[arg for arg in ctx.args if arg != "--"])
             serve_replicas(replica_set, console.print)
         except (FileNotFoundError, ValueError, ServerStartError, ModelLoadError, ProxyNotFoundError,
@@ -112,7 +119,7 @@ def serve(
                               metrics_port=metrics_port, model_control_mode=model_control_mode,
                               load_models=load_model or [], log_verbose=log_verbose,
                               log_file=log_file, require_all_models=False, api_key=api_key,
-                              extra_args=[arg for arg in ctx.args if arg != "--"])
+                              response_cache_bytes=response_cache_bytes, extra_args=[arg for arg in ctx.args if arg != "--"])
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
 

@@ -19,7 +19,7 @@ from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_
 from tritonlens.client.plugins import Plugin, builtin_python_models
 
 CLIP_MODELS = ("clip_preprocess", "clip_image_encoder", "clip_tokenize", "clip_text_encoder",
-               "clip_zero_shot", "clip_classify", "clip_embed_image", "clip_embed_text")
+               "clip_zero_shot", "clip_classify", "clip_embed_image", "clip_embed_text", "clip_rank")
 
 
 def export(
@@ -260,7 +260,7 @@ class ClipPlugin(Plugin):
 
     name = "clip"
     models = CLIP_MODELS
-    python_models = builtin_python_models("clip_preprocess", "clip_tokenize")
+    python_models = builtin_python_models("clip_preprocess", "clip_tokenize", "clip_rank")
     client = ClipClient
     commands = {"classify": classify, "embed": embed}
     export = staticmethod(export)  # the typer command above
