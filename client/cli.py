@@ -27,6 +27,8 @@ import typer
 from rich.table import Table
 
 from tritonlens.client.base import TritonClient, TritonLensError
+from tritonlens.client.cache_status import cache_counts, caches_responses
+from tritonlens.client.cache_status import describe as describe_cache
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console, fail,
                                        run_at_boundary)
 from tritonlens.client.plugins import load_commands, load_plugins
@@ -169,11 +171,14 @@ def serve(
 
 def print_models(index: list[dict], details: dict[str, dict[str, str]] | None = None) -> None:
     """A table of the repository index: model, version, state, the reason if it failed, and
-    (when ``details`` has them) backend, precision, profile, weights, instances x threads."""
+    (when ``details`` has them) backend, precision, profile, weights, instances x threads,
+    and the response cache's hits and misses of the models that use it."""
     details = details or {}
     columns = ["model", "version", "state"]
+    caching = any("response_cache" in info for info in details.values())
     if details:
         columns += ["backend", "precision", "profile", "instances x threads", "weights"]
+        columns += ["response cache"] if caching else []
     table = Table(title="models")
     for column in columns + ["reason"]:
         table.add_column(column, overflow="fold")
@@ -184,6 +189,7 @@ def print_models(index: list[dict], details: dict[str, dict[str, str]] | None = 
         if details:
             info = details.get(entry["name"], {})
             row += [info.get(k, "") for k in ("backend", "precision", "profile", "instances", "weights")]
+            row += [info.get("response_cache", "")] if caching else []
         table.add_row(*row, entry.get("reason", ""))
     console.print(table)
 
@@ -227,6 +233,9 @@ def status(url: Url = None, protocol: Protocol = "http",
         if model.get("state") == "READY":
             config = conn.get_model_config(model["name"], **({"as_json": True} if client.protocol == "grpc" else {}))
             details[model["name"]] = model_details(config.get("config", config))
+            if caches_responses(config.get("config", config)):
+                details[model["name"]]["response_cache"] = describe_cache(
+                    cache_counts(conn, client.protocol, model["name"]))
             restart = config.get("config", config).get("parameters", {}).get("tritonlens.stub_restart")
             if restart:  # serve/health.py reloaded this model after one of its stubs died
                 model["reason"] = f"recovered: {restart.get('string_value', '')}"
