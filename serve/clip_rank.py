@@ -96,6 +96,32 @@ class RankRequest:
         return max(1, len(self.templates))
 
 
+def query_rows(images: np.ndarray | None, texts: np.ndarray | None,
+               templates: np.ndarray | None) -> list[tuple]:
+    """Split one request's inputs into its queries: ``[(image [M], text [N], templates [T] or
+    None), ...]``, one per row of the batch axis (Triton's ragged batching hands the model
+    each request whole, [B, ...] with B queries).
+
+    Raises:
+        RequestError: an input that is not 2-D, or inputs whose numbers of rows differ (the
+            shapes named), or no rows.
+    """
+    given = {name: array for name, array in
+             (("image", images), ("text", texts), ("templates", templates)) if array is not None}
+    for name, array in given.items():
+        if array.ndim != 2:
+            raise RequestError(f"input '{name}' has shape {list(array.shape)}: send [B, n], one "
+                               "row per query (B = 1 for one query)")
+    rows = {name: array.shape[0] for name, array in given.items()}
+    if len(set(rows.values())) > 1 or not rows or 0 in rows.values():
+        shapes = ", ".join(f"'{name}' {list(array.shape)}" for name, array in given.items())
+        raise RequestError(f"mismatched shapes: {shapes}; every input needs the same number of "
+                           "rows (queries), at least 1")
+    count = next(iter(rows.values()))
+    return [(images[b] if images is not None else None, texts[b] if texts is not None else None,
+             templates[b] if templates is not None else None) for b in range(count)]
+
+
 def _items(array: np.ndarray | None) -> list:
     """The elements of a BYTES input declared ``[-1]`` (Triton checks the rank); [] when
     the input was not sent."""

@@ -207,18 +207,26 @@ class ClipClient(TritonClient):
         Images go in chunks of ``batch_size`` (default: clip_rank's ``max_images``, the
         image models' max_batch_size), ``concurrency`` requests in flight, each with all the
         texts; the server's response cache encodes every text once. See
-        :func:`tritonlens.client.clip.rank.iter_rank` for the arguments and errors.
+        :func:`tritonlens.client.clip.rank.iter_rank` for the arguments.
 
         Raises:
-            TritonLensError: as :meth:`iter_batches`; an InferenceError with status
-                INVALID_ARGUMENT / 400 for bad input (no texts, too many, over-long,
-                a template without ``{}``, a bad image), the message naming it.
+            ValueError: ``concurrency`` or ``batch_size`` < 1.
+            TritonLensError: the first image that failed, named (path or ``#i``); an
+                InferenceError (status INVALID_ARGUMENT / 400) for bad input: no texts, too
+                many, an over-long one, a template without ``{}``, a bad image, the message
+                naming it.
         """
         from tritonlens.client.clip.rank import iter_rank
 
-        parts = [rows for _, rows in iter_rank(self, images, texts, templates, batch_size,
-                                               concurrency, show_progress, _image_names(images))]
-        return np.concatenate(parts) if parts else np.zeros((0, len(texts)), np.float32)
+        rows = []
+        for name, row in zip(_image_names(images), iter_rank(
+                self, images, texts, templates, batch_size, concurrency, show_progress)):
+            if isinstance(row, InferenceError):
+                raise InferenceError(f"image {name}: {row}", row.status) from None
+            if isinstance(row, TritonLensError):
+                raise type(row)(f"image {name}: {row}") from None
+            rows.append(row)
+        return np.stack(rows) if rows else np.zeros((0, len(texts)), np.float32)
 
     def weights(self) -> str:
         """Where the served image encoder's weights came from: "random", a tag or a path."""

@@ -1,8 +1,9 @@
 """Zero-shot with the labels chosen at request time: the client side of ``clip_rank``.
 
-``clip_rank`` takes M encoded images and N candidate texts (optionally prompt templates) and
-answers FP32 [M, N] probabilities (softmax of the exported logit scale x cosine, open_clip's
-zero-shot recipe) and INT32 [M, N] rankings; the server's response cache keeps each text's
+``clip_rank`` takes queries of M encoded images and N candidate texts (optionally prompt
+templates), BYTES [1, M] and [1, N] for one query, and answers FP32 [1, M, N] probabilities
+(softmax of the exported logit scale x cosine, open_clip's zero-shot recipe) and INT32
+[1, M, N] rankings; the server's response cache keeps each text's
 embedding, so the same labels sent with every chunk of images are encoded once
 (``tritonlens.serve.clip_rank`` has the recipe). :meth:`ClipClient.rank
 <tritonlens.client.clip.ClipClient.rank>` and ``tritonlens classify --labels`` use these
@@ -64,6 +65,14 @@ def top_labels(probabilities: np.ndarray, labels: Sequence[str], top_k: int) -> 
     return [Label(labels[i], int(i), float(probabilities[i])) for i in order]
 
 
+def query_tensor(items: Sequence[bytes]) -> np.ndarray:
+    """BYTES [1, n]: one query's images, texts or templates (clip_rank's inputs are [B, n],
+    one row per query)."""
+    array = np.empty((1, len(items)), dtype=np.object_)
+    array[0, :] = list(items)
+    return array
+
+
 def iter_rank(client, images: Sequence[ImageLike], texts: Sequence[str],
               templates: Sequence[str] | None = None, batch_size: int | None = None,
               concurrency: int = 4, show_progress: bool = False,
@@ -93,14 +102,14 @@ def iter_rank(client, images: Sequence[ImageLike], texts: Sequence[str],
     if batch_size is None:
         batch_size = int(client.model_parameter(model, "max_images", "1"))
     bounds = chunk_bounds(len(images), batch_size)
-    constant = {"text": np.array([t.encode("utf-8") for t in texts], dtype=np.object_)}
+    constant = {"text": query_tensor([t.encode("utf-8") for t in texts])}
     if templates is not None:
-        constant["templates"] = np.array([t.encode("utf-8") for t in templates], dtype=np.object_)
+        constant["templates"] = query_tensor([t.encode("utf-8") for t in templates])
 
     def request(chunk: Sequence[ImageLike]) -> np.ndarray:
-        data = np.array([read_image(image) for image in chunk], dtype=np.object_)
+        data = query_tensor([read_image(image) for image in chunk])
         return client.infer(model, {"image": data, **constant},
-                            outputs=["probabilities"]).as_numpy("probabilities")
+                            outputs=["probabilities"]).as_numpy("probabilities")[0]
 
     def send(bound: tuple[int, int]) -> list[np.ndarray | TritonLensError]:
         start, stop = bound

@@ -372,10 +372,10 @@ def export_clip(options: ClipExportOptions, repo: Path,
             [Step(name("tokenize"), {"text": "text"}, {"token_ids": "token_ids"}),
              Step(name("text_encoder"), {"token_ids": "token_ids"}, {"embedding" + suffix: "embedding"})],
             max_batch_size=text_mbs))
-        write_rank_model(repo, options.prefix, image_batch=mbs, text_batch=text_mbs,
+        write_rank_model(repo, options.prefix, max_queries=mbs, image_batch=mbs, text_batch=text_mbs,
                          encoder_output="embedding" + suffix, logit_scale=logit_scale,
                          logit_bias=None if logit_bias is None else logit_bias.item(),
-                         profile=options.profile, parameters=common)
+                         parameters=common)
     return {"model": options.model, "weights": weights, "format": options.fmt,
             "device": options.device,
             "precision": options.precision, "profile": options.profile,

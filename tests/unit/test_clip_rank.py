@@ -17,7 +17,8 @@ from tritonlens.export.clip.rank import write_rank_model
 from tritonlens.export.config import parse_config
 from tritonlens.serve import TritonServer
 from tritonlens.serve.clip_rank import (RankLimits, build_prompts, candidate_embeddings,
-                                        check_template, parse_request, rank_scores, ranking)
+                                        check_template, parse_request, query_rows, rank_scores,
+                                        ranking)
 from tritonlens.serve.errors import RequestError
 from tritonlens.serve.launcher import DEFAULT_RESPONSE_CACHE_BYTES
 from tritonlens.serve.model_config import read_model_config
@@ -67,6 +68,18 @@ def test_bad_requests_are_refused_naming_the_problem(images, candidates, templat
     with pytest.raises(RequestError) as info:
         parse_request(images, candidates, templates, LIMITS)
     assert phrase in str(info.value)
+
+
+def test_queries_are_rows_of_matching_inputs():
+    rows = query_rows(IMAGES.reshape(1, 2), texts("a", "b", "c").reshape(1, 3), None)
+    assert len(rows) == 1 and rows[0][0].tolist() == IMAGES.tolist() and rows[0][2] is None
+    two = query_rows(np.stack([IMAGES, IMAGES]), np.stack([texts("a"), texts("b")]),
+                     np.stack([texts("{}"), texts("{}!")]))
+    assert [row[1].tolist() for row in two] == [[b"a"], [b"b"]]
+    with pytest.raises(RequestError, match=r"mismatched shapes: 'image' \[2, 2\], 'text' \[1, 1\]"):
+        query_rows(np.stack([IMAGES, IMAGES]), texts("a").reshape(1, 1), None)
+    with pytest.raises(RequestError, match=r"input 'text' has shape \[3\]: send \[B, n\]"):
+        query_rows(IMAGES.reshape(1, 2), texts("a", "b", "c"), None)
 
 
 def test_literal_braces_in_templates():
@@ -150,14 +163,14 @@ def test_export_writes_a_config_the_model_reads(tmp_path):
 
     from google.protobuf import json_format
 
-    folder = write_rank_model(tmp_path, "clip", image_batch=8, text_batch=16,
+    folder = write_rank_model(tmp_path, "clip", max_queries=8, image_batch=8, text_batch=16,
                               encoder_output="embedding", logit_scale=100.0, logit_bias=None,
-                              profile="default", parameters={"tritonlens.family": "clip",
-                                                             "intra_op_thread_count": "2"})
+                              parameters={"tritonlens.family": "clip", "intra_op_thread_count": "2"})
     config = parse_config(folder / "config.pbtxt")
-    assert config.max_batch_size == 0 and config.instance_group[0].count == 4
+    assert config.max_batch_size == 8 and config.instance_group[0].count == 1
+    assert config.HasField("dynamic_batching")
     assert [i.name for i in config.input] == ["image", "text", "templates"]
-    assert config.input[2].optional
+    assert all(i.allow_ragged_batch for i in config.input) and config.input[2].optional
     assert "intra_op_thread_count" not in config.parameters
     spec = read_model_config(json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)))
     assert RankLimits.from_spec(spec).max_images == 8
