@@ -102,24 +102,13 @@ def query_rows(images: np.ndarray | None, texts: np.ndarray | None,
     None), ...]``, one per row of the batch axis (Triton's ragged batching hands the model
     each request whole, [B, ...] with B queries).
 
-    Raises:
-        RequestError: an input that is not 2-D, or inputs whose numbers of rows differ (the
-            shapes named), or no rows.
+    Triton itself refuses a request whose inputs are not [B, n] or whose numbers of rows
+    differ ("input 'image' batch size does not match other inputs"), before the model.
     """
-    given = {name: array for name, array in
-             (("image", images), ("text", texts), ("templates", templates)) if array is not None}
-    for name, array in given.items():
-        if array.ndim != 2:
-            raise RequestError(f"input '{name}' has shape {list(array.shape)}: send [B, n], one "
-                               "row per query (B = 1 for one query)")
-    rows = {name: array.shape[0] for name, array in given.items()}
-    if len(set(rows.values())) > 1 or not rows or 0 in rows.values():
-        shapes = ", ".join(f"'{name}' {list(array.shape)}" for name, array in given.items())
-        raise RequestError(f"mismatched shapes: {shapes}; every input needs the same number of "
-                           "rows (queries), at least 1")
-    count = next(iter(rows.values()))
-    return [(images[b] if images is not None else None, texts[b] if texts is not None else None,
-             templates[b] if templates is not None else None) for b in range(count)]
+    given = [array for array in (images, texts, templates) if array is not None]
+    count = given[0].shape[0] if given else 0
+    return [tuple(None if array is None else array[b] for array in (images, texts, templates))
+            for b in range(count)]
 
 
 def _items(array: np.ndarray | None) -> list:
