@@ -77,7 +77,7 @@ class RankLimits:
 
 @dataclass(frozen=True)
 class RankRequest:
-    """One checked ``clip_rank`` request.
+    """One checked ``clip_rank`` query.
 
     Attributes:
         images: M encoded images (JPEG, PNG or WebP bytes; decoded by ``clip_preprocess``).
@@ -90,10 +90,6 @@ class RankRequest:
     candidates: list[str]
     templates: tuple[str, ...]
     prompts: list[str]
-
-    @property
-    def prompts_per_candidate(self) -> int:
-        return max(1, len(self.templates))
 
 
 def query_rows(images: np.ndarray | None, texts: np.ndarray | None,
@@ -112,8 +108,7 @@ def query_rows(images: np.ndarray | None, texts: np.ndarray | None,
 
 
 def _items(array: np.ndarray | None) -> list:
-    """The elements of a BYTES input declared ``[-1]`` (Triton checks the rank); [] when
-    the input was not sent."""
+    """The elements of one query's row of a BYTES input; [] when the input was not sent."""
     if array is None:
         return []
     return list(array.reshape(-1))
@@ -121,7 +116,7 @@ def _items(array: np.ndarray | None) -> list:
 
 def parse_request(images: np.ndarray | None, texts: np.ndarray | None,
                   templates: np.ndarray | None, limits: RankLimits) -> RankRequest:
-    """Check one request's tensors and build the prompts to encode.
+    """Check one query (a row of a request, :func:`query_rows`) and build its prompts.
 
     Args:
         images: BYTES [M], each an encoded image.

@@ -41,9 +41,9 @@ def test_a_good_request_gives_candidate_major_prompts():
     assert request.candidates == ["a bee", "a chart"]
     assert request.prompts == ["a photo of a bee.", "a bee, drawn", "a photo of a chart.",
                                "a chart, drawn"]
-    assert request.prompts_per_candidate == 2
+    assert request.templates == ("a photo of {}.", "{}, drawn")
     plain = parse_request(IMAGES, texts("a bee", "a chart"), None, LIMITS)
-    assert plain.prompts == ["a bee", "a chart"] and plain.prompts_per_candidate == 1
+    assert plain.prompts == ["a bee", "a chart"] and plain.templates == ()
 
 
 @pytest.mark.parametrize("images, candidates, templates, phrase", [
