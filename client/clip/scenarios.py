@@ -94,14 +94,6 @@ def token_ids(inputs: BenchInputs) -> Streams:
     return [[{"token_ids": row} for row in ids]]
 
 
-def rank_queries(inputs: BenchInputs) -> Streams:
-    """clip_rank's ``image`` BYTES [1] (one photo) and ``text`` BYTES [C] (the export's
-    labels) per query: a client sending the same labels with every photo, whose texts the
-    response cache answers after the first request."""
-    labels = [label.encode("utf-8") for label in inputs.labels]
-    return [[{"image": [photo.read_bytes()], "text": labels} for photo in inputs.photos]]
-
-
 def scenarios() -> list[Scenario]:
     """The clip family's scenarios: the ensembles and every model they chain."""
     return [
@@ -113,5 +105,4 @@ def scenarios() -> list[Scenario]:
         Scenario("clip_embed_text", "clip", texts),
         Scenario("clip_tokenize", "clip", texts),
         Scenario("clip_text_encoder", "clip", token_ids),
-        Scenario("clip_rank", "clip", rank_queries),
     ]
