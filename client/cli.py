@@ -26,11 +26,14 @@ import typer
 from rich.table import Table
 
 from tritonlens.client.base import TritonClient, TritonLensError
+from tritonlens.client.cache_status import cache_counts, caches_responses
+from tritonlens.client.cache_status import describe as describe_cache
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console,
                                        dataclass_options, fail, run_at_boundary, with_parameters)
 from tritonlens.core.plugins import load_commands, load_plugins
 from tritonlens.serve.parameters import (PRECISION_PARAMETER, PROFILE_PARAMETER,
                                          STUB_RESTART_PARAMETER, WEIGHTS_PARAMETER)
+from tritonlens.launcher.server import DEFAULT_RESPONSE_CACHE_BYTES
 
 app = typer.Typer(
     help="Serve OpenCLIP and SAM 2 encoders on NVIDIA Triton Inference Server.\n\n"
@@ -82,6 +85,11 @@ def serve(
     openai_require_key: Annotated[bool, typer.Option(
         "--openai-require-key", help="With --openai-port: require 'Authorization: Bearer <API key>' (the --api-key "
              "key; its file is printed at start) instead of an open gateway")] = False,
+    response_cache_bytes: Annotated[int, typer.Option(
+        min=0, help="Size of Triton's response cache in bytes (--cache-config local,size=...): "
+                    "models that enable it (the CLIP text encoder) answer repeated requests from "
+                    "it, so clip_rank encodes a candidate text once; 0 = no cache "
+                    "[default: 64 MiB]", show_default=False)] = DEFAULT_RESPONSE_CACHE_BYTES,
 ) -> None:
     """Run a real tritonserver on a model repository until Ctrl-C, SIGTERM or SIGHUP.
 
@@ -134,6 +142,7 @@ def serve(
                 metrics_port=(0 if ctx.get_parameter_source("metrics_port") is ParameterSource.DEFAULT
                               else metrics_port),
                 load_models=load_model or [], log_verbose=log_verbose,
+                response_cache_bytes=response_cache_bytes,
                 extra_args=[arg for arg in ctx.args if arg != "--"])
             gateway = openai_gateway(replica_set.grpc_url, replica_set.api_key)
             serve_replicas(replica_set, console.print, gateway)
@@ -147,7 +156,7 @@ def serve(
                               metrics_port=metrics_port, model_control_mode=model_control_mode,
                               load_models=load_model or [], log_verbose=log_verbose,
                               log_file=log_file, require_all_models=False, api_key=api_key,
-                              extra_args=[arg for arg in ctx.args if arg != "--"])
+                              response_cache_bytes=response_cache_bytes, extra_args=[arg for arg in ctx.args if arg != "--"])
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     gateway = openai_gateway(server.grpc_url, server.api_key)
@@ -193,11 +202,14 @@ def serve(
 
 def print_models(index: list[dict], details: dict[str, dict[str, str]] | None = None) -> None:
     """A table of the repository index: model, version, state, the reason if it failed, and
-    (when ``details`` has them) backend, precision, profile, weights, instances x threads."""
+    (when ``details`` has them) backend, precision, profile, weights, instances x threads,
+    and the response cache's hits and misses of the models that use it."""
     details = details or {}
     columns = ["model", "version", "state"]
+    caching = any("response_cache" in info for info in details.values())
     if details:
         columns += ["backend", "precision", "profile", "instances x threads", "weights"]
+        columns += ["response cache"] if caching else []
     table = Table(title="models")
     for column in columns + ["reason"]:
         table.add_column(column, overflow="fold")
@@ -208,6 +220,7 @@ def print_models(index: list[dict], details: dict[str, dict[str, str]] | None = 
         if details:
             info = details.get(entry["name"], {})
             row += [info.get(k, "") for k in ("backend", "precision", "profile", "instances", "weights")]
+            row += [info.get("response_cache", "")] if caching else []
         table.add_row(*row, entry.get("reason", ""))
     console.print(table)
 
@@ -251,6 +264,9 @@ def status(url: Url = None, protocol: Protocol = "http",
         if model.get("state") == "READY":
             config = conn.get_model_config(model["name"], **({"as_json": True} if client.protocol == "grpc" else {}))
             details[model["name"]] = model_details(config.get("config", config))
+            if caches_responses(config.get("config", config)):
+                details[model["name"]]["response_cache"] = describe_cache(
+                    cache_counts(conn, client.protocol, model["name"]))
             restart = config.get("config", config).get("parameters", {}).get(STUB_RESTART_PARAMETER)
             if restart:  # launcher/health.py reloaded this model after one of its stubs died
                 model["reason"] = f"recovered: {restart.get('string_value', '')}"

@@ -388,3 +388,14 @@ def bpe_left_padded(folder: Path, vocab_size: int = 400) -> Path:
 # Texts the Hugging Face tokenizer tests run (the CLIP corpus, random texts, more).
 TEXTS = CORPUS + random_texts(200) + [
     "A_photo_of: a CAT!!", "__init__ snake_case", "word " * 80, "<pad> </s> [SEP] [CLS] <s>"]
+
+
+# -- the launcher's command line without starting anything
+def command(server) -> list[str]:
+    """The ``tritonserver`` command line ``server`` (a TritonServer) would run, with a made-up
+    install under its repository (nothing is started)."""
+    from tritonlens.launcher.install import TritonInstall
+
+    root = server.model_repository
+    install = TritonInstall(*(root / name for name in ("bin", "libs", "py", "stub", "caches")))
+    return server.command(install, root / "backends")

@@ -10,7 +10,7 @@ table (met or missed, with the figures that explain a miss).
 2. **CLIP end to end**: ``clip_classify`` (photo bytes in, probabilities out) on a default
    ViT-B-32 export vs a raw onnxruntime session on the same ONNX file at its best batch,
    with the Python client and with perf_analyzer, plus where each core-millisecond goes
-   and the ceiling exact decoding leaves (``bench.clip_path``). Met when both clients
+   and the ceiling exact decoding leaves (``bench.clip.path``). Met when both clients
    reach >= 0.95x.
 3. **Memory**: the default CLIP server's PSS (tritonserver + every stub) idle after load
    and warm-up, and after the load. Met when idle PSS <= 1.5 GB (1500 MB).

@@ -2,8 +2,9 @@
 
 Models called (written by ``tritonlens export clip``): ``clip_classify`` (image bytes ->
 label probabilities, top-k through Triton's classification extension),
-``clip_embed_image`` (image bytes -> unit-norm FP32 [D]) and ``clip_embed_text``
-(text -> unit-norm FP32 [D]).
+``clip_embed_image`` (image bytes -> unit-norm FP32 [D]), ``clip_embed_text``
+(text -> unit-norm FP32 [D]) and ``clip_rank`` (images + candidate texts given in the
+request -> probabilities over the candidates; see :mod:`tritonlens.client.clip.rank`).
 
 Example::
 
@@ -48,6 +49,7 @@ class ClipClient(TritonClient):
         self.classify_model = f"{prefix}_classify"
         self.embed_image_model = f"{prefix}_embed_image"
         self.embed_text_model = f"{prefix}_embed_text"
+        self.rank_model = f"{prefix}_rank"
 
     def classify(self, image: ImageLike, top_k: int = 5) -> Classification:
         """Top-k labels of one image (bytes or a path).
@@ -192,6 +194,40 @@ class ClipClient(TritonClient):
         """
         return self._collect(self.embed_text_model, "embedding", self.iter_embed_texts(
             texts, batch_size, concurrency, show_progress))
+
+    def rank(self, images: Sequence[ImageLike], texts: Sequence[str],
+             templates: Sequence[str] | None = None, batch_size: int | None = None,
+             concurrency: int = 4, show_progress: bool = False) -> np.ndarray:
+        """FP32 [M, N]: per image (bytes or a path, in input order), the probabilities over
+        the N candidate ``texts`` (columns in their order), zero-shot at request time with
+        ``clip_rank``: softmax of the exported logit scale x cosine, as open_clip's
+        zero-shot classification (with ``templates``, e.g. ``["a photo of a {}."]``, each
+        candidate's prompts averaged as ``build_zero_shot_classifier`` does). (0, N) for no
+        images.
+
+        Images go in chunks of ``batch_size`` (default: clip_rank's ``max_images``, the
+        image models' max_batch_size), ``concurrency`` requests in flight, each with all the
+        texts; the server's response cache encodes every text once. See
+        :func:`tritonlens.client.clip.rank.iter_rank` for the arguments.
+
+        Raises:
+            ValueError: ``concurrency`` or ``batch_size`` < 1.
+            TritonLensError: the first image that failed, named (path or ``#i``); an
+                InferenceError (status INVALID_ARGUMENT / 400) for bad input: no texts, too
+                many, an over-long one, a template without ``{}``, a bad image, the message
+                naming it.
+        """
+        from tritonlens.client.clip.rank import iter_rank
+
+        rows = []
+        for name, row in zip(_image_names(images), iter_rank(
+                self, images, texts, templates, batch_size, concurrency, show_progress)):
+            if isinstance(row, InferenceError):
+                raise InferenceError(f"image {name}: {row}", row.status) from None
+            if isinstance(row, TritonLensError):
+                raise type(row)(f"image {name}: {row}") from None
+            rows.append(row)
+        return np.stack(rows) if rows else np.zeros((0, len(texts)), np.float32)
 
     def weights(self) -> str:
         """Where the served image encoder's weights came from: "random", a tag or a path."""

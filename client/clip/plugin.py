@@ -21,7 +21,7 @@ from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_
 from tritonlens.core.plugins import Plugin, builtin_python_models
 
 CLIP_MODELS = ("clip_preprocess", "clip_image_encoder", "clip_tokenize", "clip_text_encoder",
-               "clip_zero_shot", "clip_classify", "clip_embed_image", "clip_embed_text")
+               "clip_zero_shot", "clip_classify", "clip_embed_image", "clip_embed_text", "clip_rank")
 
 
 def export(
@@ -147,15 +147,57 @@ def classify(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object per image (file, labels) as results arrive")] = False,
     prefix: Annotated[str, typer.Option(help="Model-name prefix of the export")] = "clip",
+    labels: Annotated[str | None, typer.Option(
+        help="Candidate labels for this request, comma-separated (\"a bee,a flower,a chart\"): "
+             "zero-shot with clip_rank instead of the exported labels")] = None,
+    labels_file: Annotated[Path | None, typer.Option(
+        help="Candidate labels, one per line (UTF-8), as --labels")] = None,
+    template: Annotated[list[str] | None, typer.Option(
+        help="With --labels/--labels-file: a prompt template, '{}' marks the label, e.g. "
+             "'a photo of a {}.' (repeatable; averaged per label as open_clip does)")] = None,
 ) -> None:
-    """Classify images with the served zero-shot CLIP model (clip_classify).
+    """Classify images with the served zero-shot CLIP model.
 
-    Images are sent concurrently, one request each, so Triton's dynamic batcher groups
-    them; results are printed in input order as they arrive. A bad image fails alone, with
-    the server's reason; the exit code is 1 if any did.
+    Without --labels: against the exported labels (clip_classify); images are sent
+    concurrently, one request each, so Triton's dynamic batcher groups them. With --labels
+    or --labels-file: against those labels (clip_rank), images in chunks of its max_images;
+    the server keeps every label's text embedding (response cache), so each is encoded once.
+    Results are printed in input order as they arrive. A bad image fails alone, with the
+    server's reason; the exit code is 1 if any did.
     """
     client = ClipClient(url, check_protocol(protocol), prefix=prefix)
-    classify_command(client, images, top_k, concurrency, as_json, expand=expand_images)
+    if labels is None and labels_file is None:
+        if template:
+            fail("--template needs --labels or --labels-file")
+        classify_command(client, images, top_k, concurrency, as_json, expand=expand_images)
+        return
+    classify_labels(client, images, labels, labels_file, template, top_k, concurrency, as_json)
+
+
+def classify_labels(client: ClipClient, images: list[Path], labels: str | None,
+                    labels_file: Path | None, templates: list[str] | None, top_k: int,
+                    concurrency: int, as_json: bool) -> None:
+    """``classify --labels/--labels-file``: check the options, then
+    :func:`~tritonlens.client.clip.rank.print_ranked` (exit 1 when any image failed)."""
+    from tritonlens.client.clip.rank import parse_labels, print_ranked, read_labels_file
+
+    if labels is not None and labels_file is not None:
+        fail("give --labels or --labels-file, not both")
+    if top_k < 1:
+        fail(f"--top-k must be at least 1, not {top_k}")
+    if concurrency < 1:
+        fail(f"--concurrency must be at least 1, not {concurrency}")
+    try:
+        candidates = parse_labels(labels) if labels is not None else read_labels_file(labels_file)
+        files = expand_images(images)
+        client.check_ready(client.rank_model)
+        weights = client.weights()
+    except TritonLensError as err:
+        fail(str(err))
+    warn_random_weights(weights)
+    if print_ranked(client, files, candidates, templates or None, top_k, concurrency, as_json,
+                    weights):
+        raise typer.Exit(1)
 
 
 def embed(
@@ -275,7 +317,7 @@ class ClipPlugin(Plugin):
 
     name = "clip"
     models = CLIP_MODELS
-    python_models = builtin_python_models("clip_preprocess", "clip_tokenize")
+    python_models = builtin_python_models("clip_preprocess", "clip_tokenize", "clip_rank")
     client = ClipClient
     commands = {"classify": classify, "embed": embed}
     demo_options = ClipDemoOptions

@@ -13,6 +13,7 @@ clip_zero_shot       onnxruntime FP32 [D] -> FP32 [C] label probabilities, label
 clip_classify        ensemble    image bytes -> probabilities (class_count gives top-k)
 clip_embed_image     ensemble    image bytes -> embedding
 clip_embed_text      ensemble    text -> embedding
+clip_rank            python      images + candidate texts -> probabilities (BLS, rank.py)
 ==================== =========== =====================================================
 
 (``pytorch`` instead of ``onnxruntime`` with ``fmt="torchscript"``.)
@@ -30,6 +31,7 @@ import torch
 
 from tritonlens.export.clip.hf_tokenizer import prepare_hf_tokenizer
 from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
+from tritonlens.export.clip.rank import cache_responses, write_rank_model
 from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config, instance_kind,
                                       model_config, warmup_image, write_model)
 from tritonlens.export.core import ExportError, ExportOptions, save_graph
@@ -339,6 +341,8 @@ def export_clip(options: ClipExportOptions, repo: Path,
                           **precision_parameters(precision))
             config = model_config(model_name, backend, [inp], [out], max_batch_size=model_mbs,
                                   parameters=params, **dict(batching, instance_count=model_instances))
+            if tower == "text":
+                cache_responses(config)  # one prompt per request from clip_rank
             extra = {"labels.txt": labels_txt} if out.label_filename else {}
             extra.update(add_warmup(config, {inp.name: "zero"}))  # valid pixels, token ids, embeddings
             write_model(repo, config, files, extra=extra)
@@ -387,6 +391,10 @@ def export_clip(options: ClipExportOptions, repo: Path,
             [Step(name("tokenize"), {"text": "text"}, {"token_ids": "token_ids"}),
              Step(name("text_encoder"), {"token_ids": "token_ids"}, {"embedding" + suffix: "embedding"})],
             max_batch_size=text_mbs))
+        write_rank_model(repo, options.prefix, max_queries=mbs, image_batch=mbs, text_batch=text_mbs,
+                         encoder_output="embedding" + suffix, logit_scale=logit_scale,
+                         logit_bias=None if logit_bias is None else logit_bias.item(),
+                         parameters=common)
     return {"model": options.model, "weights": weights, "format": options.fmt,
             "device": options.device,
             "precision": options.precision, "profile": options.profile,

@@ -10,7 +10,7 @@ from tritonlens.export.clip.export import load_open_clip, read_lines
 from tritonlens.export.config import parse_config
 
 MODELS = ["clip_preprocess", "clip_image_encoder", "clip_tokenize", "clip_text_encoder",
-          "clip_zero_shot", "clip_classify", "clip_embed_image", "clip_embed_text"]
+          "clip_zero_shot", "clip_classify", "clip_embed_image", "clip_embed_text", "clip_rank"]
 
 
 def test_every_config_parses_with_tritons_schema(repo, clip_checkpoint):

@@ -45,7 +45,8 @@ def test_clip_gpu_export_puts_encoders_on_the_gpu(tmp_path):
     assert kinds(tmp_path) == {
         "clip_image_encoder": "KIND_GPU", "clip_text_encoder": "KIND_GPU",
         "clip_zero_shot": "KIND_GPU", "clip_preprocess": "KIND_CPU", "clip_tokenize": "KIND_CPU",
-        "clip_classify": "ensemble", "clip_embed_image": "ensemble", "clip_embed_text": "ensemble"}
+        "clip_classify": "ensemble", "clip_embed_image": "ensemble", "clip_embed_text": "ensemble",
+        "clip_rank": "KIND_CPU"}
     encoder = parse_config(tmp_path / "clip_image_encoder" / "config.pbtxt")
     assert encoder.backend == "pytorch"
     assert encoder.instance_group[0].count == 1  # automatic instances are a CPU-host rule

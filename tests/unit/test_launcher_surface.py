@@ -11,20 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import command
 from tritonlens.bench.perf_analyzer import redacted
 from tritonlens.client.base import API_KEY_HEADER, api_key_file, api_key_headers, find_api_key
 from tritonlens.launcher import ServerStartError, TritonServer
 from tritonlens.launcher.flags import RESTRICTED_APIS
-from tritonlens.launcher.install import PYTHON_BASED_BACKENDS, TritonInstall
+from tritonlens.launcher.install import PYTHON_BASED_BACKENDS
 from tritonlens.launcher.process import check_port_free
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
-
-
-def command(server: TritonServer) -> list[str]:
-    root = server.model_repository
-    install = TritonInstall(*(root / name for name in ("bin", "libs", "py", "stub", "caches")))
-    return server.command(install, root / "backends")
 
 
 def test_restricted_apis_carry_the_key_on_both_protocols(tmp_path):
