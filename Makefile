@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile examples/tritonlens-timm/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip "setuptools<81" wheel
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -e ".[cpu,samples,video,bench,parquet,test]"
+	$(PIP) install -e ".[cpu,samples,video,bench,parquet,test,docs]"
 	# SAM 2 from PyPI (Meta's Apache-2.0 code); its optional CUDA extension is not built.
 	SAM2_BUILD_CUDA=0 $(PIP) install --no-build-isolation "sam2==1.1.0"
 	# The example out-of-tree plugin, installed as a third-party family would be (its tests run in `make test`).
@@ -47,7 +47,7 @@ bench: setup  ## full perf_analyzer benchmark and report
 bench-quick: setup  ## quick benchmark (< 3 min)
 	$(VENV)/bin/tritonlens bench --quick
 
-targets: setup  ## the three performance targets in one run, as the README's table (~8 min)
+targets: setup  ## the three performance targets in one run, as docs/performance.md's table (~8 min)
 	mkdir -p results
 	$(VENV)/bin/python -m tritonlens.bench.targets --out results/targets.json
 
