@@ -1,4 +1,4 @@
-"""The components import each other in one direction only (README, Layout):
+"""The components import each other in one direction only (docs/concepts.md, Layout):
 
     core (the plugin contract) -> nothing of tritonlens but model_repository's package data
     bench -> client, core, export, launcher, serve     client -> core, export, launcher, serve
