@@ -28,8 +28,10 @@ import typer
 from rich.table import Table
 
 from tritonlens.client.base import TritonClient, TritonLensError
+from tritonlens.client.help_text import reflow_help
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console, fail,
                                        run_at_boundary)
+from tritonlens.client.verbose import with_verbose_option
 from tritonlens.core.plugins import load_commands, load_plugins
 from tritonlens.serve.parameters import PRECISION_PARAMETER, PROFILE_PARAMETER, STUB_RESTART_PARAMETER, WEIGHTS_PARAMETER
 
@@ -289,11 +291,12 @@ def main() -> None:
     for name, command in load_commands().items():  # tritonlens bench, perf, ...
         app.command(name, context_settings=getattr(command, "context_settings", None))(command)
     plugins = load_plugins()
-    app.command("demo")(demo_command(plugins))
+    app.command("demo")(with_verbose_option(demo_command(plugins)))
     for plugin in plugins.values():
-        export_app.command(plugin.name)(plugin.export)
+        export_app.command(plugin.name)(with_verbose_option(plugin.export))
         for name, command in plugin.commands.items():
             app.command(name)(command)
+    reflow_help(app)
     run_at_boundary(app)
 
 
