@@ -7,7 +7,7 @@ VENV   := .venv
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.tritonlens-installed
 
-.PHONY: help setup demo test test-all bench bench-quick targets clean
+.PHONY: help setup demo test test-all bench bench-quick targets docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,5 +51,8 @@ targets: setup  ## the three performance targets in one run, as docs/performance
 	mkdir -p results
 	$(VENV)/bin/python -m tritonlens.bench.targets --out results/targets.json
 
+docs: setup  ## build the docs site (docs/, mkdocs.yml) into site/; `.venv/bin/mkdocs serve` to read it while editing
+	$(VENV)/bin/mkdocs build --strict
+
 clean:  ## remove generated repositories, results and caches (keeps .venv)
-	rm -rf build results .pytest_cache
+	rm -rf build results site .pytest_cache
