@@ -7,7 +7,7 @@ VENV   := .venv
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.tritonlens-installed
 
-.PHONY: help setup demo test test-all bench bench-quick targets clean
+.PHONY: help setup demo test test-all bench bench-quick targets docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile examples/tritonlens-timm/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip "setuptools<81" wheel
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -e ".[cpu,samples,video,bench,parquet,hf,test]"
+	$(PIP) install -e ".[cpu,samples,video,bench,parquet,hf,test,docs]"
 	# SAM 2 from PyPI (Meta's Apache-2.0 code); its optional CUDA extension is not built.
 	SAM2_BUILD_CUDA=0 $(PIP) install --no-build-isolation "sam2==1.1.0"
 	# The example out-of-tree plugin, installed as a third-party family would be (its tests run in `make test`).
@@ -49,9 +49,12 @@ bench: setup  ## full perf_analyzer benchmark and report
 bench-quick: setup  ## quick benchmark (< 3 min)
 	$(VENV)/bin/tritonlens bench --quick
 
-targets: setup  ## the three performance targets in one run, as the README's table (~8 min)
+targets: setup  ## the three performance targets in one run, as docs/performance.md's table (~8 min)
 	mkdir -p results
 	$(VENV)/bin/python -m tritonlens.bench.studies.targets --out results/targets.json
 
+docs: setup  ## build the docs site (docs/, mkdocs.yml) into site/; `.venv/bin/mkdocs serve` to read it while editing
+	$(VENV)/bin/mkdocs build --strict
+
 clean:  ## remove generated repositories, results and caches (keeps .venv)
-	rm -rf build results .pytest_cache
+	rm -rf build results site .pytest_cache

@@ -28,12 +28,14 @@ from rich.table import Table
 from tritonlens.client.base import TritonClient, TritonLensError
 from tritonlens.client.cache_status import cache_counts, caches_responses
 from tritonlens.client.cache_status import describe as describe_cache
+from tritonlens.client.help_text import reflow_help
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console,
                                        dataclass_options, fail, run_at_boundary, with_parameters)
+from tritonlens.client.verbose import with_verbose_option
 from tritonlens.core.plugins import load_commands, load_plugins
+from tritonlens.launcher.server import DEFAULT_RESPONSE_CACHE_BYTES
 from tritonlens.serve.parameters import (PRECISION_PARAMETER, PROFILE_PARAMETER,
                                          STUB_RESTART_PARAMETER, WEIGHTS_PARAMETER)
-from tritonlens.launcher.server import DEFAULT_RESPONSE_CACHE_BYTES
 
 app = typer.Typer(
     help="Serve OpenCLIP and SAM 2 encoders on NVIDIA Triton Inference Server.\n\n"
@@ -330,11 +332,12 @@ def main() -> None:
     for name, command in load_commands().items():  # tritonlens bench, perf, ...
         app.command(name, context_settings=getattr(command, "context_settings", None))(command)
     plugins = load_plugins()
-    app.command("demo")(demo_command(plugins))
+    app.command("demo")(with_verbose_option(demo_command(plugins)))
     for plugin in plugins.values():
-        export_app.command(plugin.name)(plugin.export)
+        export_app.command(plugin.name)(with_verbose_option(plugin.export))
         for name, command in plugin.commands.items():
             app.command(name)(command)
+    reflow_help(app)
     run_at_boundary(app)
 
 

@@ -18,6 +18,7 @@ import torch
 
 from tritonlens.export.config import DEVICES
 from tritonlens.export.onnx_variants import variant_files
+from tritonlens.export.quiet import exporter_warnings
 
 
 class ExportError(ValueError):
@@ -108,7 +109,7 @@ def save_graph(module: torch.nn.Module, example: tuple, inputs: tuple[str, ...],
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), exporter_warnings():  # the known, harmless ones hidden
             if fmt == "onnx":
                 path = out_dir / "model.onnx"
                 torch.onnx.export(module, example, str(path), input_names=list(inputs),
@@ -119,4 +120,5 @@ def save_graph(module: torch.nn.Module, example: tuple, inputs: tuple[str, ...],
                 torch.jit.trace(module, example, check_trace=False).save(str(path))
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    return variant_files(path, precision, profile)
+    with exporter_warnings():  # onnxruntime's quantizer logs too
+        return variant_files(path, precision, profile)

@@ -3,7 +3,7 @@ sizes, and memory per stream over 30 vs 300 frames.
 
     python -m tritonlens.bench.sam2.tracker [--image-size 256] [--frames 24] [--long 300]
 
-Prints one Markdown table per measurement (figures for the README). Steps:
+Prints one Markdown table per measurement (figures for docs/performance.md). Steps:
 
 1. **In-process reference**: ``SAM2VideoPredictor`` (``init_state`` on a JPEG folder,
    click on frame 0, ``propagate_in_video``) on a pan/zoom clip over a real photo;

@@ -20,7 +20,7 @@ What it measures and prints (Markdown tables, the device named in the first line
    tritonserver vs the same model in-process, images/s at batch 1/8/32 per request.
 
 Exit status 0 when every check passed, 1 otherwise. Nothing here is a test-suite timing
-assertion: the figures are for the README's GPU table.
+assertion: the figures are for the docs' GPU table (docs/performance.md).
 """
 
 from __future__ import annotations

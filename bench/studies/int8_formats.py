@@ -18,7 +18,7 @@ ISA (:func:`host_isa`) and one table:
 An extra row runs ``s8-per-channel`` with onnxruntime's ``session.x64quantprecision``
 session option (a serving-side switch that turns u8 x s8 products into u8 x u8 on x86 hosts
 without VNNI; tritonlens does not set it, since an exported graph must be right without it).
-Agreement is what decides :data:`onnx_variants.INT8_FORMAT`; the README's "CPU hosts, low
+Agreement is what decides :data:`onnx_variants.INT8_FORMAT`; docs/precision.md's "CPU hosts, low
 memory, and precision" section has this table from the hosts it was run on.
 """
 

@@ -1,4 +1,4 @@
-"""The three performance targets, measured on one host in one run, printed as the README's
+"""The three performance targets, measured on one host in one run, printed as docs/performance.md's
 table (met or missed, with the figures that explain a miss).
 
     python -m tritonlens.bench.studies.targets [--frames 8] [--image-size 512] [--large-photos 48]
@@ -37,7 +37,7 @@ TRACK_TARGET, CLIP_TARGET, MEMORY_TARGET_MB = 1.0, 0.95, 1500.0
 
 
 def table(tracking: list[tuple], clip: clip_path.ClipPathResult, size: int) -> str:
-    """The README's target table (markdown) from one run's figures."""
+    """The target table of docs/performance.md (markdown) from one run's figures."""
     single = tracking[0][1]
     ratios = [row[2] for row in tracking[1:]]
     track_met = all(r >= TRACK_TARGET for r in ratios)

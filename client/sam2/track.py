@@ -1,5 +1,5 @@
 """Track objects through videos with SAM 2 on any Triton: frames are streamed one request at
-a time on a Triton sequence to the ``sam2_track`` ensemble (contract in the README).
+a time on a Triton sequence to the ``sam2_track`` ensemble (contract in docs/sam2-video.md).
 
 Example::
 

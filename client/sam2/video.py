@@ -54,7 +54,7 @@ def pan_zoom_frames(photo: np.ndarray, count: int, size: tuple[int, int] = (240,
                     zoom: float = 1.35) -> list[np.ndarray]:
     """A camera move over a real photo: ``count`` uint8 [H, W, 3] frames (``size`` = H, W)
     panning left to right while zooming in by ``zoom`` (crops resized with Pillow's
-    bicubic filter). Used for the tests and the README demo clip."""
+    bicubic filter). Used for the tests and the docs' demo clip."""
     h, w = photo.shape[:2]
     out_h, out_w = size
     frames = []
@@ -88,8 +88,8 @@ def write_clip(path: str, frames: list[np.ndarray], fps: int = 12) -> None:
 
 
 def write_demo_clip(path: str, photo: str = "chelsea", count: int = 48, fps: int = 12) -> str:
-    """The README's demo clip: a pan/zoom over scikit-image's photo ``photo`` (a real
-    photograph, e.g. ``chelsea``, the cat) as a 320x240 H.264 mp4 of ``count`` frames."""
+    """The demo clip of docs/sam2-video.md: a pan/zoom over scikit-image's photo ``photo`` (a
+    real photograph, e.g. ``chelsea``, the cat) as a 320x240 H.264 mp4 of ``count`` frames."""
     import skimage.data
 
     write_clip(path, pan_zoom_frames(getattr(skimage.data, photo)(), count), fps)

@@ -1,6 +1,6 @@
 """Export an OpenCLIP model into a Triton model repository.
 
-``export_clip`` writes these models (contracts in the README):
+``export_clip`` writes these models (contracts in docs/clip.md):
 
 ==================== =========== =====================================================
 model                backend     what it does

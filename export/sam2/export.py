@@ -1,6 +1,6 @@
 """Export SAM 2 (image segmentation) into a Triton model repository.
 
-``export_sam2`` writes these models (contracts in the README; S = image size, E = S / 16,
+``export_sam2`` writes these models (contracts in docs/sam2-images.md; S = image size, E = S / 16,
 L = S / 4):
 
 ================== =========== =============================================================

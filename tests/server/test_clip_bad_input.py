@@ -189,7 +189,7 @@ def test_tokens_within_the_text_bound_equal_open_clip(server, clip_reference):
 
 def test_malformed_json_body_is_answered_by_triton_itself(server, photos):
     """A body that is not JSON never reaches a model: Triton 2.51's HTTP frontend answers it
-    with 500 and "failed to parse the request JSON buffer" (a known limit, in the README:
+    with 500 and "failed to parse the request JSON buffer" (a known limit, in docs/limits.md:
     Triton's code, not tritonlens'); the server goes on serving."""
     request = urllib.request.Request(f"http://{server.http_url}/v2/models/clip_classify/infer",
                                      data=b"{not json", headers={"Content-Type": "application/json"})

@@ -1,6 +1,6 @@
-"""The README's stock-client recipes (curl with JSON, curl with the binary-data extension,
-tritonclient, perf_analyzer through ``tritonlens perf`` and directly), run as written against
-the real server.
+"""The stock-client recipes of docs/stock-clients.md (curl with JSON, curl with the
+binary-data extension, tritonclient, perf_analyzer through ``tritonlens perf`` and
+directly), run as written against the real server.
 
 The code blocks between ``<!-- stock-clients:begin -->`` and ``<!-- stock-clients:end -->``
 are taken verbatim; only ``localhost:8000`` / ``localhost:8001`` become the test server's HTTP
@@ -31,16 +31,16 @@ FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
 def recipes() -> list[tuple[str, str]]:
-    """(language, code) of every code block in the README's stock-client section."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert BEGIN in readme and END in readme, "README.md lost its stock-clients markers"
-    section = readme.split(BEGIN, 1)[1].split(END, 1)[0]
+    """(language, code) of every code block in the stock-client page's recipe section."""
+    page = (REPO_ROOT / "docs" / "stock-clients.md").read_text()
+    assert BEGIN in page and END in page, "docs/stock-clients.md lost its stock-clients markers"
+    section = page.split(BEGIN, 1)[1].split(END, 1)[0]
     return FENCE.findall(section)
 
 
 def recipe(*needles: str) -> tuple[str, str]:
     found = [(lang, code) for lang, code in recipes() if all(n in code for n in needles)]
-    assert len(found) == 1, f"one README recipe with {needles}, found {len(found)}"
+    assert len(found) == 1, f"one stock-client recipe with {needles}, found {len(found)}"
     return found[0]
 
 

@@ -1,4 +1,5 @@
-"""The components import each other in one direction only, and the core names no family.
+"""The components import each other in one direction only, and the core names no family
+(docs/concepts.md, Layout).
 
 Components (one top-level folder each, imported as ``tritonlens.<folder>``)::
 
