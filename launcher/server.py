@@ -39,11 +39,13 @@ from tritonlens.serve.headers import API_KEY_ENV, API_KEY_HEADER, api_key_file
 SHM_DIR = Path("/dev/shm")
 # Triton's response cache (``--cache-config local,size=<bytes>``, the ``local`` cache library
 # that ships in the wheel's caches/ folder): models whose config enables ``response_cache``
-# (the CLIP text encoder) answer a request equal to an earlier one from it. An entry is the
-# response plus about 81 bytes (measured: 200 ViT-S-32 embeddings, 384 x FP32, filled 30.8% of
-# 1 MiB by nv_cache_util), so 64 MiB holds about 31,000 ViT-B-32 text embeddings (512 x FP32);
-# the least recently used entries are evicted beyond it. 0 turns the cache off.
-DEFAULT_RESPONSE_CACHE_BYTES = 64 * 2**20
+# answer a request equal to an earlier one from it. An entry is the response plus about 81
+# bytes (measured: 200 ViT-S-32 embeddings, 384 x FP32, filled 30.8% of 1 MiB by
+# nv_cache_util). Off by default: no tritonlens export enables it, because Triton 2.51 also
+# caches a Python-backend model's error responses, as empty successes (a second identical
+# bad request then gets no output and no error; measured on the text encoder). clip_rank
+# keeps its own text-embedding cache (serve.clip.rank.TextEmbeddingCache).
+DEFAULT_RESPONSE_CACHE_BYTES = 0
 # Flags that configure the cache themselves: given through extra_args, they replace the default.
 CACHE_FLAGS = ("--cache-config", "--response-cache-byte-size")
 

@@ -8,7 +8,7 @@ Exports ``--model`` in the default profile (random weights, seeded) with the 27 
 request's), then sends the same photos (scikit-image's samples, repeated) through
 ``ClipClient`` over gRPC, ``--concurrency`` requests in flight, alternating the two paths
 round by round, and prints images/s of each with the load average beside it, their ratio,
-and what the text encoder ran meanwhile (inferences vs response-cache hits): after the
+and what the text encoder ran meanwhile (its inferences vs clip_rank's text-cache hits): after the
 first request, the labels sent with every image cost no text-encoder work.
 """
 
@@ -21,20 +21,21 @@ from pathlib import Path
 
 from tritonlens.bench.host import cpu_model
 from tritonlens.bench.monitor import load_average
+from tritonlens.client.cache_status import read_metrics, text_cache_counts
 from tritonlens.client.clip import ClipClient
 from tritonlens.client.demo import write_sample_photos
 from tritonlens.export.onnx_variants import host_isa
 from tritonlens.launcher import TritonServer
 
-LABELS_FILE = Path(__file__).resolve().parents[1] / "examples" / "labels.txt"
+LABELS_FILE = Path(__file__).resolve().parents[2] / "examples" / "labels.txt"
 
 
-def text_encoder_counts(client: ClipClient) -> tuple[int, int]:
-    """(inferences, response-cache hits) of clip_text_encoder since it loaded."""
+def text_encoder_counts(client: ClipClient, metrics_url: str) -> tuple[int, int]:
+    """(inferences of clip_text_encoder, text-cache hits of clip_rank) since they loaded."""
     entry = client.connection.get_inference_statistics("clip_text_encoder",
                                                        as_json=True)["model_stats"][0]
-    return (int(entry["inference_count"]),
-            int(entry["inference_stats"].get("cache_hit", {}).get("count", 0)))
+    counts = text_cache_counts(read_metrics(metrics_url), "clip_rank") or {"hits": 0}
+    return int(entry["inference_count"]), int(counts["hits"])
 
 
 def measure(repo: Path, photos: list[Path], rounds: int, concurrency: int) -> None:
@@ -48,7 +49,7 @@ def measure(repo: Path, photos: list[Path], rounds: int, concurrency: int) -> No
         client.probabilities(photos[:4])
         client.rank(photos[:4], labels)  # the labels' embeddings into the cache
         rates: dict[str, list[float]] = {"clip_classify": [], "clip_rank": []}
-        before = text_encoder_counts(client)
+        before = text_encoder_counts(client, server.metrics_url)
         for round_ in range(rounds):
             for name, run in (("clip_classify", lambda: client.probabilities(
                                   photos, batch_size=1, concurrency=concurrency)),
@@ -60,12 +61,12 @@ def measure(repo: Path, photos: list[Path], rounds: int, concurrency: int) -> No
                 rates[name].append(rate)
                 print(f"round {round_ + 1}: {name:14s} {rate:6.2f} images/s  "
                       f"(load average {load_average()})")
-        after = text_encoder_counts(client)
+        after = text_encoder_counts(client, server.metrics_url)
     best = {name: max(values) for name, values in rates.items()}
     print(f"best: clip_classify {best['clip_classify']:.2f}, clip_rank {best['clip_rank']:.2f} "
           f"images/s; clip_rank / clip_classify = {best['clip_rank'] / best['clip_classify']:.2f}x")
     print(f"text encoder during the rounds: {after[0] - before[0]} inferences, "
-          f"{after[1] - before[1]} response-cache hits "
+          f"{after[1] - before[1]} text-cache hits "
           f"({rounds * len(photos)} clip_rank requests x {len(labels)} labels)")
 
 

@@ -31,7 +31,7 @@ import torch
 
 from tritonlens.export.clip.hf_tokenizer import prepare_hf_tokenizer
 from tritonlens.export.clip.modules import ImageEncoder, TextEncoder, ZeroShotHead
-from tritonlens.export.clip.rank import cache_responses, write_rank_model
+from tritonlens.export.clip.rank import write_rank_model
 from tritonlens.export.config import (Step, Tensor, add_warmup, ensemble_config, instance_kind,
                                       model_config, warmup_image, write_model)
 from tritonlens.export.core import ExportError, ExportOptions, save_graph
@@ -341,8 +341,6 @@ def export_clip(options: ClipExportOptions, repo: Path,
                           **precision_parameters(precision))
             config = model_config(model_name, backend, [inp], [out], max_batch_size=model_mbs,
                                   parameters=params, **dict(batching, instance_count=model_instances))
-            if tower == "text":
-                cache_responses(config)  # one prompt per request from clip_rank
             extra = {"labels.txt": labels_txt} if out.label_filename else {}
             extra.update(add_warmup(config, {inp.name: "zero"}))  # valid pixels, token ids, embeddings
             write_model(repo, config, files, extra=extra)

@@ -2,27 +2,23 @@
 
 ``clip_rank`` is a Python-backend model (``model_repository/clip_rank/1/model.py``) that
 calls the served ``clip_preprocess``, ``clip_image_encoder``, ``clip_tokenize`` and
-``clip_text_encoder`` through BLS; ``tritonlens.serve.clip.rank`` holds what it computes (open_clip's zero-shot recipe).
-An ensemble cannot express it: the number of prompts per request varies, and each prompt
-goes to the text encoder as its own request so that Triton's response cache (enabled on the
-text encoder by :func:`cache_responses`) keeps each prompt's embedding, whatever other
-candidates came with it.
-
-The server side of the cache is ``tritonserver --cache-config local,size=<bytes>``
-(``tritonlens serve --response-cache-bytes``); without it the models load and every prompt
-is encoded each time.
+``clip_text_encoder`` through BLS; ``tritonlens.serve.clip.rank`` holds what it computes
+(open_clip's zero-shot recipe) and its text-embedding cache, which keeps each prompt's
+embedding whatever other candidates came with it (``text_cache_bytes``; why not Triton's
+response cache: ``serve.clip.rank.TextEmbeddingCache``). An ensemble cannot express it: the
+number of prompts per request varies.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tritonclient.grpc import model_config_pb2 as mc
-
 from tritonlens.export.config import Tensor, model_config, write_model
 from tritonlens.export.repository import python_model_source
-from tritonlens.serve.clip.rank import (DEFAULT_MAX_CANDIDATES, DEFAULT_MAX_PROMPTS,
-                                        DEFAULT_MAX_TEMPLATES)
+from tritonlens.serve.clip.rank import (DEFAULT_MAX_CANDIDATES, DEFAULT_MAX_PROMPTS, DEFAULT_MAX_TEMPLATES,
+                                        DEFAULT_TEXT_CACHE_BYTES)
+from tritonlens.serve.parameters import (FAMILY_PARAMETER, MODEL_NAME_PARAMETER, PROFILE_PARAMETER,
+                                         WEIGHTS_PARAMETER)
 from tritonlens.serve.texts import DEFAULT_MAX_TEXT_BYTES
 
 # One clip_rank instance (a stub of about 45 MB: numpy, no torch, no onnxruntime), with dynamic
@@ -30,21 +26,11 @@ from tritonlens.serve.texts import DEFAULT_MAX_TEXT_BYTES
 # next execute() together, which serves them all at once (their images in flight together,
 # so the encoders' dynamic batchers group them) and sends each distinct prompt of the batch
 # once. With two instances, two requests carrying the same new label could both miss the
-# response cache and encode it twice (Triton does not merge concurrent misses); measured on
+# cache and encode it twice (nothing merges concurrent misses); measured on
 # the 2-core host, 4 instances without batching gave up to 4 x 27 text-encoder inferences for
 # 27 labels, this gives exactly 27.
 # The export's common parameters that clip_rank's config records too (status shows them).
-RECORDED_PARAMETERS = ("tritonlens.family", "tritonlens.model_name", "tritonlens.weights",
-                       "tritonlens.profile")
-
-
-def cache_responses(config: mc.ModelConfig) -> mc.ModelConfig:
-    """Enable Triton's response cache for ``config``'s model (``response_cache { enable: true
-    }``): a request whose inputs equal a cached one's is answered from the cache, counted in
-    the model's statistics as a cache hit and not as an inference. Used for the text encoder,
-    whose requests from ``clip_rank`` are one prompt's token ids each."""
-    config.response_cache.enable = True
-    return config
+RECORDED_PARAMETERS = (FAMILY_PARAMETER, MODEL_NAME_PARAMETER, WEIGHTS_PARAMETER, PROFILE_PARAMETER)
 
 
 def write_rank_model(repo: Path, prefix: str, *, max_queries: int, image_batch: int, text_batch: int,
@@ -75,7 +61,8 @@ def write_rank_model(repo: Path, prefix: str, *, max_queries: int, image_batch: 
         "logit_scale": repr(float(logit_scale)),
         "max_images": str(image_batch), "max_candidates": str(DEFAULT_MAX_CANDIDATES),
         "max_templates": str(DEFAULT_MAX_TEMPLATES), "max_prompts": str(DEFAULT_MAX_PROMPTS),
-        "max_text_bytes": str(DEFAULT_MAX_TEXT_BYTES)})
+        "max_text_bytes": str(DEFAULT_MAX_TEXT_BYTES),
+        "text_cache_bytes": str(DEFAULT_TEXT_CACHE_BYTES)})
     if logit_bias is not None:
         params["logit_bias"] = repr(float(logit_bias))
     config = model_config(

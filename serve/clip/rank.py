@@ -27,6 +27,7 @@ Plain numpy: importable and unit-tested without a server (tests/unit/test_clip_r
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,3 +251,67 @@ def ranking(probabilities: np.ndarray) -> np.ndarray:
     """INT32 [M, N]: per image, the candidates' indices from the most to the least
     probable (ties keep the request's order)."""
     return np.argsort(-probabilities, axis=1, kind="stable").astype(np.int32)
+
+
+# Bytes ``clip_rank`` keeps of text embeddings when its config does not say (64 MiB: about
+# 32,000 ViT-B-32 prompts, 512 x FP32 each plus the prompt and the entry's bookkeeping).
+DEFAULT_TEXT_CACHE_BYTES = 64 * 2**20
+# What one entry costs besides the embedding and the prompt's UTF-8 bytes (the OrderedDict
+# slot, the key object and the array header), rounded up from sys.getsizeof on CPython 3.11.
+ENTRY_OVERHEAD_BYTES = 200
+
+
+class TextEmbeddingCache:
+    """Prompt text -> its text embedding (FP32 [D]), kept by ``clip_rank`` across requests so
+    that a label sent with 1,000 images is encoded once; least recently used entries are
+    evicted beyond ``max_bytes``.
+
+    Why not Triton's response cache on the text encoder: Triton 2.51 caches a Python-backend
+    model's *error* responses too, as empty ones, so a second identical bad request to the
+    encoder (token ids outside the vocabulary) got an empty success instead of its error
+    (measured). This cache only ever holds embeddings the encoder returned.
+
+    Attributes:
+        hits / misses: lookups answered / not answered since the model loaded.
+        evictions: entries dropped to stay within ``max_bytes``.
+        size_bytes: what the entries hold now (embeddings, prompts, bookkeeping).
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_TEXT_CACHE_BYTES):
+        if max_bytes < 0:
+            raise ValueError(f"text cache size must be 0 (off) or more bytes, not {max_bytes}")
+        self.max_bytes = max_bytes
+        self._entries: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        self.hits = self.misses = self.evictions = self.size_bytes = 0
+
+    @staticmethod
+    def entry_bytes(prompt: str, embedding: np.ndarray) -> int:
+        return embedding.nbytes + len(prompt.encode()) + ENTRY_OVERHEAD_BYTES
+
+    def get(self, prompt: str) -> np.ndarray | None:
+        """The cached embedding of ``prompt`` (counted as a hit), else None (a miss)."""
+        embedding = self._entries.get(prompt)
+        if embedding is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(prompt)
+        self.hits += 1
+        return embedding
+
+    def put(self, prompt: str, embedding: np.ndarray) -> None:
+        """Keep ``embedding`` (FP32 [D], copied) for ``prompt``, evicting the least recently
+        used entries beyond ``max_bytes``; an entry larger than the whole cache is not kept."""
+        size = self.entry_bytes(prompt, embedding)
+        if size > self.max_bytes:
+            return
+        if prompt in self._entries:
+            self.size_bytes -= self.entry_bytes(prompt, self._entries.pop(prompt))
+        self._entries[prompt] = np.array(embedding, dtype=np.float32, copy=True)
+        self.size_bytes += size
+        while self.size_bytes > self.max_bytes:
+            old_prompt, old = self._entries.popitem(last=False)
+            self.size_bytes -= self.entry_bytes(old_prompt, old)
+            self.evictions += 1
+
+    def __len__(self) -> int:
+        return len(self._entries)

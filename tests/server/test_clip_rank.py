@@ -1,6 +1,7 @@
 """clip_rank through a real tritonserver: labels chosen at request time, equal to open_clip's
-zero-shot in-process; every text encoded once (Triton's response cache on the text encoder,
-counted in Triton's statistics and metrics and shown by ``tritonlens status``); bad input
+zero-shot in-process; every text encoded once (clip_rank's text-embedding cache, counted in
+Triton's metrics and shown by ``tritonlens status``; the text encoder's statistics count what
+was encoded); bad input
 refused alone; the CLI's ``classify --labels``; the docs page's recipe run verbatim.
 
 The module exports CLIP alone (ViT-S-32, the suite's seeded checkpoint, 8 images per batch)
@@ -26,7 +27,8 @@ from PIL import Image
 
 from tests.helpers import CLIP_TEST_LABELS, CLIP_TEST_MODEL, CLIP_TEST_TEMPLATES, reference_image_embeddings
 from tritonlens.client.base import InferenceError
-from tritonlens.client.clip import ClipClient
+from tritonlens.client.cache_status import text_cache_counts
+from tritonlens.client.clip import ClipClient, bytes_tensor
 from tritonlens.client.clip.rank import query_tensor
 from tritonlens.export.config import warmup_image
 from tritonlens.launcher import TritonServer
@@ -84,18 +86,15 @@ def reference_rank(clip_reference, paths, labels, templates=("{}",)) -> np.ndarr
         return (model.logit_scale.exp() * features @ classifier).softmax(dim=-1).numpy()
 
 
-def text_encoder_stats(client: ClipClient) -> dict[str, int]:
+def text_encoder_stats(client: ClipClient, server) -> dict[str, int]:
+    """What the text encoder ran (Triton's statistics) and clip_rank's text-cache lookups
+    (Triton's metrics)."""
     stats = client.connection.get_inference_statistics("clip_text_encoder", as_json=True)
     entry = stats["model_stats"][0]
-    return {"inferences": int(entry["inference_count"]),
-            "hits": int(entry["inference_stats"].get("cache_hit", {}).get("count", 0)),
-            "misses": int(entry["inference_stats"].get("cache_miss", {}).get("count", 0))}
-
-
-def metric(server, name: str, model: str) -> float:
-    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    found = re.search(rf'^{name}{{model="{model}",version="1"}} (\S+)$', text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+    metrics = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    counts = text_cache_counts(metrics, "clip_rank") or {"hits": 0, "misses": 0}
+    return {"inferences": int(entry["inference_count"]), "hits": int(counts["hits"]),
+            "misses": int(counts["misses"])}
 
 
 def test_100_photos_x_27_labels_encode_each_label_once(rank_server, hundred_photos, clip_reference):
@@ -103,10 +102,9 @@ def test_100_photos_x_27_labels_encode_each_label_once(rank_server, hundred_phot
     text encoder runs at most 27 inferences, every other lookup is a cache hit, and the
     probabilities equal open_clip's zero-shot with those labels."""
     client = ClipClient(rank_server.grpc_url, "grpc")
-    before = text_encoder_stats(client)  # warm-up (model_warmup) already counted
-    hits_metric = metric(rank_server, "nv_cache_num_hits_per_model", "clip_text_encoder")
+    before = text_encoder_stats(client, rank_server)  # warm-up (model_warmup) already counted
     served = client.rank(hundred_photos, LABELS, batch_size=1, concurrency=4)
-    after = text_encoder_stats(client)
+    after = text_encoder_stats(client, rank_server)
     assert len(LABELS) == 27 and served.shape == (100, 27)
     encoded = after["inferences"] - before["inferences"]
     print(f"100 photos x 27 labels: {encoded} text-encoder inferences, "
@@ -114,12 +112,11 @@ def test_100_photos_x_27_labels_encode_each_label_once(rank_server, hundred_phot
     assert 0 < encoded <= 27
     assert after["misses"] - before["misses"] == encoded  # each inference was a cache miss
     assert after["hits"] - before["hits"] >= 27  # later requests were answered by the cache
-    assert metric(rank_server, "nv_cache_num_hits_per_model", "clip_text_encoder") > hits_metric
     expected = reference_rank(clip_reference, hundred_photos, LABELS)
     assert np.abs(served - expected).max() <= 1e-4
     # a second pass is answered from the cache alone
     client.rank(hundred_photos[:8], LABELS)
-    assert text_encoder_stats(client)["inferences"] == after["inferences"]
+    assert text_encoder_stats(client, rank_server)["inferences"] == after["inferences"]
 
 
 def test_templates_equal_open_clip_and_clip_classify(rank_server, photos, clip_reference, protocol):
@@ -244,14 +241,27 @@ def test_classify_with_labels(rank_server, hundred_photos, tmp_path, clip_refere
         assert proc.returncode == 1 and phrase in proc.stderr, proc.stderr
 
 
-def test_status_shows_the_response_cache(rank_server):
+def test_status_shows_the_text_cache(rank_server):
     ClipClient(rank_server.grpc_url).rank([warmup_image()], ["a cat", "a dog"])
-    proc = run_cli("status", "--url", rank_server.http_url, "--protocol", "http", "--json")
+    metrics = ["--metrics-url", rank_server.metrics_url]
+    proc = run_cli("status", "--url", rank_server.http_url, "--protocol", "http", "--json", *metrics)
     models = {m["name"]: m for m in json.loads(proc.stdout)["models"]}
-    assert re.fullmatch(r"\d+ hits, [1-9]\d* misses", models["clip_text_encoder"]["details"]["response_cache"])
-    assert "response_cache" not in models["clip_image_encoder"]["details"]
-    proc = run_cli("status", "--url", rank_server.http_url, "--protocol", "http")
-    assert "response cache" in proc.stdout and re.search(r"clip_text_encoder.*\d+ hits", proc.stdout)
+    assert re.fullmatch(r"text: \d+ hits, [1-9]\d* misses, \d+\.\d MiB", models["clip_rank"]["details"]["cache"])
+    assert "cache" not in models["clip_text_encoder"]["details"]
+    proc = run_cli("status", "--url", rank_server.http_url, "--protocol", "http", *metrics)
+    assert "cache" in proc.stdout and re.search(r"clip_rank.*\d+ hits", proc.stdout)
+
+
+def test_repeated_bad_token_ids_fail_every_time(rank_server, protocol):
+    """Why the text cache is clip_rank's and not Triton's response cache: the same invalid
+    request to the text encoder fails every time (Triton 2.51's response cache would answer
+    the second one with an empty success)."""
+    client = ClipClient(rank_server.url(protocol), protocol)
+    good = client.infer("clip_tokenize", {"text": bytes_tensor([b"a photo of a cat"])}).as_numpy("token_ids")
+    bad = np.full_like(good, 10**9)
+    for _ in range(3):
+        with pytest.raises(InferenceError, match="out of data bounds"):
+            client.infer("clip_text_encoder", {"token_ids": bad})
 
 
 def docs_recipe(name: str) -> str:
@@ -273,7 +283,8 @@ def test_docs_recipe_runs_as_written(rank_server, tmp_path):
     Image.fromarray(data.coffee()).save(tmp_path / "photos" / "coffee.png")
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
     code = docs_recipe("rank").replace("localhost:8000", rank_server.http_url) \
-                              .replace("localhost:8001", rank_server.grpc_url)
+                              .replace("localhost:8001", rank_server.grpc_url) \
+                              .replace("localhost:8002", f"{rank_server.host}:{rank_server.metrics_port}")
     proc = subprocess.run(["bash", "-ec", code], cwd=tmp_path, capture_output=True, text=True,
                           timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -285,4 +296,4 @@ def test_docs_recipe_runs_as_written(rank_server, tmp_path):
     outputs = {o["name"]: o for o in curl["outputs"]}
     assert outputs["probabilities"]["shape"] == [1, 1, 3]
     assert abs(sum(outputs["probabilities"]["data"]) - 1) < 1e-5
-    assert re.search(r"clip_text_encoder.*\d+ hits", out)
+    assert re.search(r"clip_rank.*\d+ hits", out)

@@ -15,7 +15,7 @@ from tritonlens.client.clip.rank import parse_labels, read_labels_file, top_labe
 from tritonlens.export.clip.rank import write_rank_model
 from tritonlens.export.config import parse_config
 from tritonlens.launcher import TritonServer
-from tritonlens.serve.clip.rank import (RankLimits, build_prompts, candidate_embeddings,
+from tritonlens.serve.clip.rank import (RankLimits, TextEmbeddingCache, build_prompts, candidate_embeddings,
                                         check_template, parse_request, query_rows, rank_scores,
                                         ranking)
 from tritonlens.serve.errors import RequestError
@@ -145,12 +145,35 @@ def test_top_labels_best_first():
 
 
 def test_launcher_sizes_the_response_cache(tmp_path):
-    assert f"--cache-config=local,size={DEFAULT_RESPONSE_CACHE_BYTES}" in command(TritonServer(tmp_path))
-    assert not any("cache-config" in a for a in command(TritonServer(tmp_path, response_cache_bytes=0)))
-    own = command(TritonServer(tmp_path, extra_args=["--cache-config", "local,size=1000"]))
+    assert DEFAULT_RESPONSE_CACHE_BYTES == 0  # off unless asked: Triton 2.51 caches error responses
+    assert not any("cache-config" in a for a in command(TritonServer(tmp_path)))
+    assert "--cache-config=local,size=1048576" in command(TritonServer(tmp_path, response_cache_bytes=1 << 20))
+    own = command(TritonServer(tmp_path, response_cache_bytes=1 << 20,
+                               extra_args=["--cache-config", "local,size=1000"]))
     assert [a for a in own if "cache-config" in a] == ["--cache-config=local,size=1000"]
     with pytest.raises(ValueError, match="response_cache_bytes"):
         TritonServer(tmp_path, response_cache_bytes=-1)
+
+
+def test_text_cache_keeps_what_fits_and_evicts_the_least_recently_used():
+    one = np.arange(4, dtype=np.float32)
+    size = TextEmbeddingCache.entry_bytes("a cat", one)
+    cache = TextEmbeddingCache(max_bytes=2 * size)
+    assert cache.get("a cat") is None and cache.misses == 1
+    cache.put("a cat", one)
+    cache.put("a dog", one + 1)
+    np.testing.assert_array_equal(cache.get("a cat"), one)  # now the most recently used
+    cache.put("a cow", one + 2)  # over the bound: "a dog" goes
+    assert cache.get("a dog") is None and len(cache) == 2 and cache.evictions == 1
+    np.testing.assert_array_equal(cache.get("a cow"), one + 2)
+    assert (cache.hits, cache.misses) == (2, 2) and cache.size_bytes == 2 * size
+    one[:] = 9  # the cache holds a copy
+    assert cache.get("a cat")[0] == 0
+    cache.put("x" * 10_000, one)  # larger than the whole cache: not kept, nothing evicted
+    assert len(cache) == 2 and cache.evictions == 1
+    assert len(TextEmbeddingCache(max_bytes=0)) == 0
+    with pytest.raises(ValueError, match="0 \\(off\\) or more"):
+        TextEmbeddingCache(max_bytes=-1)
 
 
 def test_export_writes_a_config_the_model_reads(tmp_path):

@@ -16,18 +16,20 @@ their M, N, T differ), and they are served together: each image alone to
 ``preprocess_model`` then ``image_encoder_model`` (``clip_preprocess``, ``clip_image_encoder``,
 not the ``clip_embed_image`` ensemble, whose refusals reach BLS as INTERNAL; one request per
 image spreads them over the preprocessing instances, as clients' single-image requests are), the batch's
-distinct prompts to ``tokenize_model`` (chunks of ``text_batch``) and each prompt's token ids
-alone to ``text_encoder_model``, whose response cache keys on them: a prompt already encoded is
-answered from the cache, the others are batched by the text encoder's dynamic batcher with
-every client's texts. Everything is in flight at once (``asyncio.gather``). One instance
-(export/clip/rank.py says why): a prompt is encoded once however many requests carry it.
+distinct prompts that the text cache (``serve.clip.rank.TextEmbeddingCache``, bounded by
+``text_cache_bytes``) does not hold to ``tokenize_model`` then ``text_encoder_model`` in
+chunks of ``text_batch``; what they return is kept. Everything is in flight at once
+(``asyncio.gather``). One instance (export/clip/rank.py says why): a prompt is encoded once
+however many requests carry it. The cache's lookups and size are Triton metrics
+(``tritonlens_text_cache_lookups_total{outcome="hit"|"miss"}``, ``tritonlens_text_cache_bytes``).
 
 Bad input fails only its request with INVALID_ARG (gRPC INVALID_ARGUMENT / HTTP 400) naming the
 problem (``serve.clip.rank.query_rows`` and ``parse_request``; an image the preprocessing
 refuses is named by ``clip_preprocess``'s message).
 Config parameters: ``preprocess_model``, ``image_encoder_model``, ``image_encoder_output``,
 ``tokenize_model``, ``text_encoder_model``, ``text_encoder_output``, ``text_batch``,
-``logit_scale``, optional ``logit_bias`` and the limits of ``serve.clip.rank.RankLimits``.
+``logit_scale``, optional ``logit_bias``, ``text_cache_bytes`` and the limits of
+``serve.clip.rank.RankLimits``.
 """
 
 import asyncio
@@ -37,8 +39,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonlens.serve import bls
-from tritonlens.serve.clip.rank import (RankLimits, candidate_embeddings, parse_request,
-                                        query_rows, rank_scores, ranking)
+from tritonlens.serve.clip.rank import (DEFAULT_TEXT_CACHE_BYTES, RankLimits, TextEmbeddingCache,
+                                        candidate_embeddings, parse_request, query_rows,
+                                        rank_scores, ranking)
 from tritonlens.serve.errors import RequestError, input_array, response_for_exception
 from tritonlens.serve.model_config import read_model_config
 
@@ -61,6 +64,17 @@ class TritonPythonModel:
         self.logit_scale = spec.number("logit_scale")
         bias = spec.text("logit_bias", "")
         self.logit_bias = float(bias) if bias else None
+        self.cache = TextEmbeddingCache(spec.integer("text_cache_bytes", DEFAULT_TEXT_CACHE_BYTES))
+        # Triton's metrics endpoint shows the cache (custom metrics of the Python backend).
+        labels = {"model": self.name}
+        counters = pb_utils.MetricFamily(
+            name="tritonlens_text_cache_lookups_total", kind=pb_utils.MetricFamily.COUNTER,
+            description="clip_rank's text-embedding cache: lookups by outcome (hit, miss)")
+        self.hit_metric = counters.Metric(labels={**labels, "outcome": "hit"})
+        self.miss_metric = counters.Metric(labels={**labels, "outcome": "miss"})
+        self.bytes_metric = pb_utils.MetricFamily(
+            name="tritonlens_text_cache_bytes", kind=pb_utils.MetricFamily.GAUGE,
+            description="clip_rank's text-embedding cache: bytes held").Metric(labels=labels)
 
     async def _embed_image(self, index, image):
         """One image -> FP32 [D], sent alone so that the preprocessing instances and the
@@ -78,17 +92,25 @@ class TritonPythonModel:
                                                for i, image in enumerate(images))))
 
     async def _embed_prompts(self, prompts):
-        """Distinct prompts -> {prompt: FP32 [D]}: tokenized in chunks, then each alone to the
-        text encoder (its response cache keys on one prompt's token ids)."""
-        chunks = [prompts[i:i + self.text_batch] for i in range(0, len(prompts), self.text_batch)]
-        tokens = np.concatenate(await asyncio.gather(*(
-            bls.infer(pb_utils, self.tokenize_model,
-                      {"text": np.array([p.encode() for p in chunk], np.object_).reshape(-1, 1)},
-                      "token_ids") for chunk in chunks)))
-        rows = await asyncio.gather(*(
-            bls.infer(pb_utils, self.text_encoder, {"token_ids": tokens[i:i + 1]}, self.text_output)
-            for i in range(len(prompts))))
-        return dict(zip(prompts, np.concatenate(rows)))
+        """Distinct prompts -> {prompt: FP32 [D]}: the cached ones from the text cache, the
+        others tokenized and encoded in chunks of the text models' batch size, then kept."""
+        found = {p: self.cache.get(p) for p in prompts}
+        missing = [p for p, embedding in found.items() if embedding is None]
+        self.hit_metric.increment(len(prompts) - len(missing))
+        self.miss_metric.increment(len(missing))
+
+        async def encode(chunk):
+            texts = np.array([p.encode() for p in chunk], np.object_).reshape(-1, 1)
+            tokens = await bls.infer(pb_utils, self.tokenize_model, {"text": texts}, "token_ids")
+            return await bls.infer(pb_utils, self.text_encoder, {"token_ids": tokens}, self.text_output)
+
+        chunks = [missing[i:i + self.text_batch] for i in range(0, len(missing), self.text_batch)]
+        for chunk, rows in zip(chunks, await asyncio.gather(*(encode(c) for c in chunks))):
+            for prompt, row in zip(chunk, rows):
+                found[prompt] = row
+                self.cache.put(prompt, row)
+        self.bytes_metric.set(self.cache.size_bytes)
+        return found
 
     async def _answer(self, queries, prompt_embeddings):
         images = await asyncio.gather(*(self._embed_images(q.images) for q in queries))
