@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import t5_like
-from tests.server.test_readme_quickstart import DRIVER, namespace_prefix, ports_free, split_at_serve
+from tests.helpers import DRIVER, namespace_prefix, ports_free, split_at_serve
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PAGE = REPO_ROOT / "docs" / "clip-families.md"

@@ -20,56 +20,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import DRIVER, namespace_prefix, ports_free, split_at_serve
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- quickstart:begin -->", "<!-- quickstart:end -->"
 MODEL = os.environ.get("TRITONLENS_QUICKSTART_MODEL", "ViT-S-32")
-SERVE = re.compile(r"^tritonlens serve\b")
-
-# Runs inside the namespace: part A, then serve in the background until "ready", part B,
-# then Ctrl-C (SIGINT) to serve. Prints one JSON line with every step's outcome.
-DRIVER = r'''
-import json, os, re, signal, subprocess, sys, time
-work, before, serve, after = sys.argv[1:5]
-env_file = os.path.join(work, ".env_after_part_a")
-result = {}
-a = subprocess.run(["bash", "-ec", before + f'\nenv -0 > "{env_file}"'], cwd=work,
-                   capture_output=True, text=True, timeout=900)
-result["before"] = [a.returncode, (a.stdout + a.stderr)[-6000:]]
-if a.returncode == 0:
-    env = dict(item.split("=", 1) for item in open(env_file).read().split("\0") if "=" in item)
-    log = open(os.path.join(work, "serve.log"), "w+")
-    srv = subprocess.Popen(["bash", "-ec", "exec " + serve], cwd=work, env=env, stdout=log,
-                           stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and srv.poll() is None:
-        log.seek(0)
-        if re.search(r"^(ready|serving, NOT ready)\b", log.read(), re.MULTILINE):
-            break
-        time.sleep(0.5)
-    try:
-        b = subprocess.run(["bash", "-ec", after], cwd=work, env=env, capture_output=True,
-                           text=True, timeout=600)
-        result["after"] = [b.returncode, (b.stdout + b.stderr)[-8000:]]
-    finally:
-        srv.send_signal(signal.SIGINT)
-        try:
-            code = srv.wait(60)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            code = srv.wait()
-    log.seek(0)
-    result["serve"] = [code, log.read()[-8000:]]
-print(json.dumps(result))
-'''
-
 
 def quickstart_block(readme: str) -> list[str]:
     """The Quick start's shell lines, without the fence (bash joins continued lines)."""
@@ -78,33 +39,6 @@ def quickstart_block(readme: str) -> list[str]:
     lines = block.splitlines()
     assert lines[0].startswith("```") and lines[-1] == "```", "the Quick start is one code block"
     return lines[1:-1]
-
-
-def split_at_serve(lines: list[str]) -> tuple[str, str, str]:
-    """(script before serve, the serve command without its comment, script after)."""
-    index = [i for i, line in enumerate(lines) if SERVE.match(line)]
-    assert len(index) == 1, "the Quick start has exactly one `tritonlens serve` line"
-    serve = lines[index[0]].split("#", 1)[0].strip()
-    return "\n".join(lines[:index[0]]), serve, "\n".join(lines[index[0] + 1:])
-
-
-def namespace_prefix() -> list[str] | None:
-    """A command prefix running in a private network namespace with loopback up, or None."""
-    if not shutil.which("unshare") or not shutil.which("ip"):
-        return None
-    probe = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up"],
-                           capture_output=True)
-    if probe.returncode != 0:
-        return None
-    return ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
-
-
-def ports_free(ports=(8000, 8001, 8002)) -> bool:
-    for port in ports:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return False
-    return True
 
 
 def test_quickstart_block_is_runnable_shell():
