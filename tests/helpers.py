@@ -470,3 +470,47 @@ def ports_free(ports=(8000, 8001, 8002)) -> bool:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return False
     return True
+
+
+def marked_block(text: str, begin: str, end: str, where: str) -> list[str]:
+    """The shell lines of the one fenced code block between the ``begin`` and ``end`` markers
+    of a README or docs page (``where`` names it in the failures)."""
+    assert begin in text and end in text, f"{where} lost its markers {begin} / {end}"
+    lines = text.split(begin, 1)[1].split(end, 1)[0].strip().splitlines()
+    assert lines[0].startswith("```") and lines[-1] == "```", f"the block of {where} is one code block"
+    return lines[1:-1]
+
+
+def run_recipe(lines: list[str], tmp_path: Path, ports=(8000, 8001, 8002), env: dict | None = None,
+               prepare=None) -> tuple[Path, dict]:
+    """Run a documented recipe as written: the lines before ``tritonlens serve``, the server in
+    the background until ready, the lines after, then Ctrl-C; in a private network namespace
+    when there is one (so its fixed ports are free), else on this host's ports.
+
+    The work folder (returned) holds links to this checkout's ``.venv`` and ``examples``;
+    ``prepare(work)`` may add files first. Returns ``(work, result)``: result maps ``before``,
+    ``after`` and ``serve`` to ``[exit code, output tail]``. Skips when neither a namespace
+    nor the ports are free.
+    """
+    import os
+    import sys
+
+    import pytest
+
+    root = Path(__file__).resolve().parents[1]
+    before, serve, after = split_at_serve(lines)
+    work = tmp_path / "checkout"
+    work.mkdir()
+    (work / ".venv").symlink_to(root / ".venv")
+    (work / "examples").symlink_to(root / "examples")
+    if prepare is not None:
+        prepare(work)
+    prefix = namespace_prefix()
+    if prefix is None and not ports_free(ports):
+        pytest.skip(f"no network namespace available and ports {ports} are busy")
+    run_env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), **(env or {}))  # private API-key files
+    run_env.pop("TRITONLENS_API_KEY", None)
+    proc = subprocess.run([*(prefix or []), sys.executable, "-c", DRIVER, str(work), before, serve, after],
+                          env=run_env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work, json.loads(proc.stdout.strip().splitlines()[-1])

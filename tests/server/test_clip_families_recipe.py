@@ -14,17 +14,14 @@ The export is the real ViT-B-16-SigLIP (203 M parameters, random weights): minut
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import t5_like
-from tests.helpers import DRIVER, namespace_prefix, ports_free, split_at_serve
+from tests.helpers import marked_block, run_recipe, split_at_serve
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PAGE = REPO_ROOT / "docs" / "clip-families.md"
@@ -33,11 +30,7 @@ BEGIN, END = "<!-- recipe:siglip:begin -->", "<!-- recipe:siglip:end -->"
 
 def recipe_lines() -> list[str]:
     """The recipe's shell lines, without the fence."""
-    page = PAGE.read_text()
-    assert BEGIN in page and END in page, f"{PAGE.name} lost its recipe markers"
-    lines = page.split(BEGIN, 1)[1].split(END, 1)[0].strip().splitlines()
-    assert lines[0].startswith("```") and lines[-1] == "```", "the recipe is one code block"
-    return lines[1:-1]
+    return marked_block(PAGE.read_text(), BEGIN, END, PAGE.name)
 
 
 def test_recipe_is_runnable_shell():
@@ -54,21 +47,8 @@ def test_recipe_is_runnable_shell():
 @pytest.mark.slow
 def test_recipe_runs_as_written(tmp_path):
     pytest.importorskip("transformers")
-    before, serve, after = split_at_serve(recipe_lines())
-    work = tmp_path / "checkout"
-    work.mkdir()
-    (work / ".venv").symlink_to(REPO_ROOT / ".venv")
-    (work / "examples").symlink_to(REPO_ROOT / "examples")
-    t5_like(work / "siglip-tokenizer", vocab_size=1000)
-    prefix = namespace_prefix()
-    if prefix is None and not ports_free():
-        pytest.skip("no network namespace available and ports 8000-8002 are busy")
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
-    env.pop("TRITONLENS_API_KEY", None)
-    proc = subprocess.run([*(prefix or []), sys.executable, "-c", DRIVER, str(work), before,
-                           serve, after], env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    work, result = run_recipe(recipe_lines(), tmp_path, env={"HF_HUB_OFFLINE": "1"},
+                              prepare=lambda work: t5_like(work / "siglip-tokenizer", vocab_size=1000))
     code, output = result["before"]
     assert code == 0, f"the export failed:\n{output}"
     tokenize = work / "siglip_repository" / "clip_tokenize"

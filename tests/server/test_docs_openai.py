@@ -16,89 +16,23 @@ skipped otherwise.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import marked_block, run_recipe, split_at_serve
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PAGE = REPO_ROOT / "docs" / "openai.md"
 BEGIN, END = "<!-- recipe:openai:begin -->", "<!-- recipe:openai:end -->"
-SERVE = re.compile(r"^tritonlens serve\b")
 PORTS = (8000, 8001, 8002, 9000)
-
-# Runs inside the namespace: part A, serve in the background until "ready", part B, then
-# Ctrl-C (SIGINT) to serve. Prints one JSON line with every step's outcome.
-DRIVER = r'''
-import json, os, re, signal, subprocess, sys, time
-work, before, serve, after = sys.argv[1:5]
-env_file = os.path.join(work, ".env_after_part_a")
-result = {}
-a = subprocess.run(["bash", "-ec", before + f'\nenv -0 > "{env_file}"'], cwd=work,
-                   capture_output=True, text=True, timeout=900)
-result["before"] = [a.returncode, (a.stdout + a.stderr)[-6000:]]
-if a.returncode == 0:
-    env = dict(item.split("=", 1) for item in open(env_file).read().split("\0") if "=" in item)
-    log = open(os.path.join(work, "serve.log"), "w+")
-    srv = subprocess.Popen(["bash", "-ec", "exec " + serve], cwd=work, env=env, stdout=log,
-                           stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and srv.poll() is None:
-        log.seek(0)
-        if re.search(r"^(ready|serving, NOT ready)\b", log.read(), re.MULTILINE):
-            break
-        time.sleep(0.5)
-    try:
-        b = subprocess.run(["bash", "-ec", after], cwd=work, env=env, capture_output=True,
-                           text=True, timeout=600)
-        result["after"] = [b.returncode, (b.stdout + b.stderr)[-8000:]]
-    finally:
-        srv.send_signal(signal.SIGINT)
-        try:
-            code = srv.wait(60)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            code = srv.wait()
-    log.seek(0)
-    result["serve"] = [code, log.read()[-8000:]]
-print(json.dumps(result))
-'''
 
 
 def recipe() -> tuple[str, str, str]:
     """(script before serve, the serve command without its comment, script after)."""
-    page = PAGE.read_text()
-    assert BEGIN in page and END in page, "docs/openai.md lost its recipe markers"
-    lines = page.split(BEGIN, 1)[1].split(END, 1)[0].strip().splitlines()
-    assert lines[0] == "```bash" and lines[-1] == "```", "the recipe is one bash block"
-    lines = lines[1:-1]
-    index = [i for i, line in enumerate(lines) if SERVE.match(line)]
-    assert len(index) == 1, "the recipe has exactly one `tritonlens serve` line"
-    serve = lines[index[0]].split("#", 1)[0].strip()
-    return "\n".join(lines[:index[0]]), serve, "\n".join(lines[index[0] + 1:])
-
-
-def namespace_prefix() -> list[str] | None:
-    """A command prefix running in a private network namespace with loopback up, or None."""
-    if not shutil.which("unshare") or not shutil.which("ip"):
-        return None
-    if subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up"], capture_output=True).returncode:
-        return None
-    return ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
-
-
-def ports_free() -> bool:
-    for port in PORTS:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return False
-    return True
+    return split_at_serve(marked_block(PAGE.read_text(), BEGIN, END, "docs/openai.md"))
 
 
 def test_recipe_is_runnable_shell():
@@ -112,21 +46,9 @@ def test_recipe_is_runnable_shell():
 
 @pytest.mark.tools("curl", "tritonserver")
 def test_recipe_runs_as_written(tmp_path):
-    before, serve, after = recipe()
-    before = before.replace("ViT-B-32", "ViT-S-32")
-    work = tmp_path / "checkout"
-    work.mkdir()
-    (work / ".venv").symlink_to(REPO_ROOT / ".venv")
-    (work / "examples").symlink_to(REPO_ROOT / "examples")
-    prefix = namespace_prefix()
-    if prefix is None and not ports_free():
-        pytest.skip(f"no network namespace available and ports {PORTS} are busy")
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    env.pop("TRITONLENS_API_KEY", None)
-    proc = subprocess.run([*(prefix or []), sys.executable, "-c", DRIVER, str(work), before, serve, after],
-                          env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [line.replace("ViT-B-32", "ViT-S-32")
+             for line in marked_block(PAGE.read_text(), BEGIN, END, "docs/openai.md")]
+    work, result = run_recipe(lines, tmp_path, ports=PORTS)
     code, output = result["before"]
     assert code == 0, f"the lines before `tritonlens serve` failed:\n{output}"
     code, output = result["after"]

@@ -17,16 +17,12 @@ namespaces it runs on the host's ports if they are free, and is skipped otherwis
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import DRIVER, namespace_prefix, ports_free, split_at_serve
+from tests.helpers import marked_block, run_recipe, split_at_serve
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- quickstart:begin -->", "<!-- quickstart:end -->"
@@ -34,11 +30,7 @@ MODEL = os.environ.get("TRITONLENS_QUICKSTART_MODEL", "ViT-S-32")
 
 def quickstart_block(readme: str) -> list[str]:
     """The Quick start's shell lines, without the fence (bash joins continued lines)."""
-    assert BEGIN in readme and END in readme, "README.md lost its quickstart markers"
-    block = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    lines = block.splitlines()
-    assert lines[0].startswith("```") and lines[-1] == "```", "the Quick start is one code block"
-    return lines[1:-1]
+    return marked_block(readme, BEGIN, END, "README.md's Quick start")
 
 
 def test_quickstart_block_is_runnable_shell():
@@ -55,21 +47,8 @@ def test_quickstart_block_is_runnable_shell():
 
 
 def test_quickstart_runs_as_written(tmp_path):
-    before, serve, after = split_at_serve(quickstart_block((REPO_ROOT / "README.md").read_text()))
-    before = before.replace("ViT-B-32", MODEL)
-    work = tmp_path / "checkout"
-    work.mkdir()
-    (work / ".venv").symlink_to(REPO_ROOT / ".venv")
-    (work / "examples").symlink_to(REPO_ROOT / "examples")
-    prefix = namespace_prefix()
-    if prefix is None and not ports_free():
-        pytest.skip("no network namespace available and ports 8000-8002 are busy")
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))  # API-key files stay private
-    env.pop("TRITONLENS_API_KEY", None)
-    proc = subprocess.run([*(prefix or []), sys.executable, "-c", DRIVER, str(work), before,
-                           serve, after], env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [line.replace("ViT-B-32", MODEL) for line in quickstart_block((REPO_ROOT / "README.md").read_text())]
+    work, result = run_recipe(lines, tmp_path)
     code, output = result["before"]
     assert code == 0, f"the lines before `tritonlens serve` failed:\n{output}"
     assert (work / "model_repository" / "clip_classify" / "config.pbtxt").is_file()

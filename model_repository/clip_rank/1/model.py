@@ -66,15 +66,17 @@ class TritonPythonModel:
         self.logit_bias = float(bias) if bias else None
         self.cache = TextEmbeddingCache(spec.integer("text_cache_bytes", DEFAULT_TEXT_CACHE_BYTES))
         # Triton's metrics endpoint shows the cache (custom metrics of the Python backend).
+        # (a MetricFamily must outlive its Metric objects: both are kept on the model)
         labels = {"model": self.name}
-        counters = pb_utils.MetricFamily(
+        self.lookups_family = pb_utils.MetricFamily(
             name="tritonlens_text_cache_lookups_total", kind=pb_utils.MetricFamily.COUNTER,
             description="clip_rank's text-embedding cache: lookups by outcome (hit, miss)")
-        self.hit_metric = counters.Metric(labels={**labels, "outcome": "hit"})
-        self.miss_metric = counters.Metric(labels={**labels, "outcome": "miss"})
-        self.bytes_metric = pb_utils.MetricFamily(
+        self.hit_metric = self.lookups_family.Metric(labels={**labels, "outcome": "hit"})
+        self.miss_metric = self.lookups_family.Metric(labels={**labels, "outcome": "miss"})
+        self.bytes_family = pb_utils.MetricFamily(
             name="tritonlens_text_cache_bytes", kind=pb_utils.MetricFamily.GAUGE,
-            description="clip_rank's text-embedding cache: bytes held").Metric(labels=labels)
+            description="clip_rank's text-embedding cache: bytes held")
+        self.bytes_metric = self.bytes_family.Metric(labels=labels)
 
     async def _embed_image(self, index, image):
         """One image -> FP32 [D], sent alone so that the preprocessing instances and the
