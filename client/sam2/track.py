@@ -123,11 +123,22 @@ def encode_frame(frame: np.ndarray | bytes, quality: int = 95) -> bytes:
 
 
 def read_video(path: str | Path) -> Iterator[np.ndarray]:
-    """Decode a video file (PyAV) or a folder of images (sorted by name) into RGB frames.
+    """Decode a video file (PyAV), a folder of images (sorted by name) or a live source
+    (every frame, ``tritonlens.client.sam2.live``) into RGB frames.
 
     Raises:
-        TritonLensError: the path does not exist, or PyAV cannot decode it.
+        TritonLensError: the path does not exist, or PyAV cannot decode it (a live source:
+            ``LiveSourceError`` when it cannot be opened or is lost).
     """
+    from tritonlens.client.sam2.live import LiveSource, is_live
+
+    if is_live(path):
+        source = LiveSource(path, realtime=False)
+        try:
+            yield from (frame.rgb(source.size) for frame in source.frames())
+        finally:
+            source.close()
+        return
     path = Path(path)
     if path.is_dir():
         from PIL import Image
@@ -405,6 +416,14 @@ class Sam2VideoClient(TritonClient):
 
         with ThreadPoolExecutor(max_workers=max(1, len(videos))) as pool:
             return dict(pool.map(run, videos.items()))
+
+    def track_live(self, streams: Mapping[str, tuple], **kwargs):
+        """Track live sources (and files) in real time, several at once: a
+        :class:`tritonlens.client.sam2.live.LiveTracking` over ``streams`` (name ->
+        (source, prompts)); iterate it for ``LiveFrame`` results as masks come back."""
+        from tritonlens.client.sam2.live import LiveTracking
+
+        return LiveTracking(self, streams, **kwargs)
 
 
 def _lookahead(items: Iterator) -> Iterator[tuple[object, bool]]:
