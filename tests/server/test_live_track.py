@@ -26,13 +26,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.server.live_camera import (BOX, free_port, send_udp, serve_http, stop, wait_bound,
+from tritonlens.bench.camera import (BOX, free_port, send_udp, serve_http, stop, wait_bound,
                                       write_ts_clip)
 from tritonlens.client.sam2 import mask_iou
 
 TRITONLENS = str(Path(sys.executable).parent / "tritonlens")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SLOW_FPS = 2      # the server keeps up with this at 256 px on a loaded 2-core host
+SLOW_FPS = 1      # the server keeps up with this at 256 px even on a 2-core host at load ~13
 FAST_FPS = 25     # a camera's rate: it cannot, frames are dropped
 TRACKED = 12      # frames compared with the file (the clip has 2 more: MPEG-TS holds the last)
 
@@ -219,3 +219,74 @@ def test_docs_live_camera_recipe_runs(server, tmp_path):
     with av.open(str(tmp_path / "overlay.ts")) as container:  # what the player received
         shown = sum(1 for _ in container.decode(video=0))
     assert shown >= frames // 2, shown
+
+
+@pytest.fixture(scope="module")
+def replica_set(repo, tmp_path_factory):
+    """Two tritonserver replicas of the session repository behind nginx (sam2_track only)."""
+    from tritonlens.serve.replicas import ProxySettings, ReplicaSet, find_nginx
+
+    find_nginx()  # RuntimeError naming nginx when it is missing
+    with ReplicaSet(repo, 2, ProxySettings(grpc_port=0, http_port=0),
+                    log_dir=tmp_path_factory.mktemp("replica_logs"),
+                    model_control_mode="explicit", load_models=["sam2_track"]) as rs:
+        yield rs
+
+
+def test_two_live_streams_through_two_replicas(replica_set, clips, from_file, tmp_path):
+    """Two UDP cameras in one command through `serve --replicas 2`'s proxy, with one
+    correlation ID per replica: every request of a stream (its END too) reaches one replica,
+    the streams use both, and each stream's masks equal tracking the file."""
+    from tritonlens.client.sam2.track import Sam2VideoClient
+    from tritonlens.serve.replicas import read_access_log
+
+    client = Sam2VideoClient(replica_set.grpc_url)
+    by_replica = {}
+    for candidate in range(1, 1000):  # ask the proxy where each ID goes
+        by_replica.setdefault(client.replica_for(candidate), candidate)
+        if len(by_replica) == 2:
+            break
+    ids = list(by_replica.values())
+    assert len(ids) == 2, by_replica
+    ports = [free_port(), free_port()]
+    sources = [f"udp://127.0.0.1:{port}" for port in ports]
+    out = tmp_path / "out"
+    cmd = [TRITONLENS, "track", *sources, "--box", BOX, "--json", "--url", replica_set.grpc_url,
+           "--sequence-id", str(ids[0]), "--sequence-id", str(ids[1]), "--out", str(out),
+           "--max-frames", str(TRACKED), "--max-pending", "4"]
+    tracker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    senders = []
+    try:
+        for port in ports:
+            wait_bound(port)
+        senders = [send_udp(clips["slow"], port) for port in ports]
+        stdout, stderr = tracker.communicate(timeout=300)
+    finally:
+        stop(tracker)
+        for sender in senders:
+            stop(sender)
+    assert tracker.returncode == 0, stderr
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    figures = summary(stderr)
+    print(figures)
+    for index, source in enumerate(sources):
+        assert [l["frame"] for l in lines if l["source"] == source] == list(range(TRACKED))
+        assert figures[source]["dropped"] == 0
+        got = masks(out / f"stream{index + 1}")
+        assert sorted(got) == sorted(from_file)
+        for name, mask in got.items():
+            assert mask_iou(mask, from_file[name]) >= 0.99, (source, name)
+    deadline = time.monotonic() + 10  # nginx logs a request just after answering it
+    while time.monotonic() < deadline:
+        entries = [e for e in read_access_log(replica_set.access_log)
+                   if e["correlation_id"] in map(str, ids)
+                   and e["request"].split()[1].endswith("/ModelInfer")]
+        if len(entries) >= 2 * (TRACKED + 1):
+            break
+        time.sleep(0.2)
+    upstreams = {}
+    for entry in entries:
+        upstreams.setdefault(entry["correlation_id"], []).append(entry["upstream"])
+    assert {k: len(v) for k, v in upstreams.items()} == {str(i): TRACKED + 1 for i in ids}
+    assert all(len(set(v)) == 1 for v in upstreams.values()), upstreams  # one replica each
+    assert len({v[0] for v in upstreams.values()}) == 2  # both replicas

@@ -1,7 +1,8 @@
-"""FFmpeg as a camera for the live-tracking tests and benchmark: a real clip (a pan over a
-scikit-image photo) encoded as H.264 in MPEG-TS, sent in real time (``ffmpeg -re``, packets
-copied, so a receiver decodes exactly the frames a reader of the file decodes) over UDP or
-served over HTTP; and the socket checks that tell when a receiver or sender is ready."""
+"""FFmpeg as a camera for live tracking (bench/live.py, tests/server/test_live_track.py): a
+real clip (a pan over a scikit-image photo) encoded as H.264 in MPEG-TS, sent in real time
+(``ffmpeg -re``, packets copied, so a receiver decodes exactly the frames a reader of the
+file decodes) over UDP or served over HTTP; and the socket checks that tell when a receiver
+or sender is ready."""
 
 from __future__ import annotations
 
