@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def run_live(client, sources: list[str], prompts: dict, *, out: str | None, as_j
         err_console.print()  # after the live table's last line
     report.print(_summary_line(session.stats), highlight=False)
     if as_json:
-        err_console.print(json.dumps({"summary": summary}), highlight=False)
+        print(json.dumps({"summary": summary}), file=sys.stderr, flush=True)  # one line, unwrapped
     for name, (target, folder) in targets.items():
         if name in writers:
             report.print(f"{name}: overlay written to {target}"
