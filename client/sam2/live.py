@@ -117,8 +117,8 @@ class LiveSource:
             frame rate.
         max_pending: frames waiting to be sent; in real time the oldest is dropped when a
             new frame arrives and this many wait, else the reader waits.
-        reconnect_s: a live source that delivers no frame (ended, stalled past
-            ``read_timeout_s``, or failed) is opened again, with back-off from 0.25 s to
+        reconnect_s: a live source that delivers no frame (a stream without a duration
+            that ended, stalled past ``read_timeout_s``, or failed) is opened again, with back-off from 0.25 s to
             :data:`MAX_BACKOFF_S`, for this many seconds; then :class:`LiveSourceError`.
         open_timeout_s / read_timeout_s: how long opening the source, and one read, may
             block (PyAV's ``timeout``), in seconds.
@@ -210,6 +210,7 @@ class LiveSource:
                         raise LiveSourceError(f"{self.source}: no video stream")
                     stream = container.streams.video[0]
                     stream.thread_type = "SLICE"  # frame threading holds frames back
+                    finite = container.duration is not None
                     start_time = None
                     for frame in container.decode(stream):
                         if self._stop.is_set():
@@ -226,8 +227,8 @@ class LiveSource:
                             self._stop.wait(max(0.0, start_time + frame.time - now))
                         if not self._push(frame, frame.time):
                             return
-                if not self.live:
-                    return
+                if not self.live or finite:
+                    return  # a file, or a finite stream (a VOD playlist, a file over HTTP)
                 reason = "the stream ended"
             except av.error.FFmpegError as err:
                 if not self.live:

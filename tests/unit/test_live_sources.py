@@ -111,3 +111,35 @@ def test_overlay_writer_keeps_the_frames_times(tmp_path):
     with av.open(str(path)) as container:
         shown = [frame.time for frame in container.decode(video=0)]
     assert shown == pytest.approx([t - times[0] for t in times], abs=0.002)
+
+
+def test_a_finite_http_stream_is_read_once(tmp_path):
+    """An HLS VOD playlist over HTTP (it has a duration) ends at its end: it is not
+    reconnected and replayed as a live stream that ended would be."""
+    import functools
+    import http.server
+    import threading
+
+    frames = pan_zoom_frames(skimage.data.chelsea(), 12)
+    with av.open(str(tmp_path / "index.m3u8"), "w", format="hls",
+                 options={"hls_time": "1", "hls_list_size": "0"}) as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        source = LiveSource(f"http://127.0.0.1:{server.server_port}/index.m3u8",
+                            realtime=False, reconnect_s=5)
+        assert source.live
+        assert sum(1 for _ in source.frames()) == 12 == source.received
+    finally:
+        server.shutdown()
+        server.server_close()
