@@ -24,7 +24,8 @@ def ffmpeg() -> str:
     """The distribution's ffmpeg (``make setup`` installs it)."""
     path = shutil.which("ffmpeg")
     if path is None:
-        raise RuntimeError("ffmpeg is not installed (make setup installs it: apt-get install ffmpeg)")
+        raise RuntimeError("ffmpeg is not installed (make setup installs it: "
+                           "apt-get install ffmpeg)")
     return path
 
 

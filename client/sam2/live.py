@@ -118,8 +118,9 @@ class LiveSource:
         max_pending: frames waiting to be sent; in real time the oldest is dropped when a
             new frame arrives and this many wait, else the reader waits.
         reconnect_s: a live source that delivers no frame (a stream without a duration
-            that ended, stalled past ``read_timeout_s``, or failed) is opened again, with back-off from 0.25 s to
-            :data:`MAX_BACKOFF_S`, for this many seconds; then :class:`LiveSourceError`.
+            that ended, stalled past ``read_timeout_s``, or failed) is opened again, with
+            back-off from 0.25 s to :data:`MAX_BACKOFF_S`, for this many seconds; then
+            :class:`LiveSourceError`.
         open_timeout_s / read_timeout_s: how long opening the source, and one read, may
             block (PyAV's ``timeout``), in seconds.
 
@@ -203,8 +204,9 @@ class LiveSource:
                 self._stop.wait(min(MAX_BACKOFF_S, 0.25 * 2 ** max(0, attempts - 1)))
                 attempts += 1
             try:
-                remaining = self.open_timeout_s if lost_since is None else \
-                    max(0.5, min(self.open_timeout_s, self.reconnect_s - (time.monotonic() - lost_since)))
+                remaining = self.open_timeout_s if lost_since is None else max(
+                    0.5, min(self.open_timeout_s,
+                             self.reconnect_s - (time.monotonic() - lost_since)))
                 with self._open(remaining) as container:
                     if not container.streams.video:
                         raise LiveSourceError(f"{self.source}: no video stream")
@@ -233,7 +235,8 @@ class LiveSource:
             except av.error.FFmpegError as err:
                 if not self.live:
                     raise LiveSourceError(f"{self.source}: cannot decode: {err}") from None
-                reason = (f"no data for {self.read_timeout_s:g} s" if isinstance(err, av.error.ExitError)
+                reason = ("no data before the open or read timeout"
+                          if isinstance(err, av.error.ExitError)
                           else f"{type(err).__name__}: {err.strerror or err}")
             if lost_since is None:
                 lost_since = time.monotonic()
@@ -329,7 +332,9 @@ class StreamStats:
 
     def latency_ms(self, q: float) -> float:
         """The ``q``-th percentile (0-100) of the per-frame latency in ms (nan: none yet)."""
-        return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
+        if not self.latencies_s:
+            return float("nan")
+        return float(np.percentile(self.latencies_s, q) * 1000)
 
     @property
     def fps(self) -> float:
@@ -395,17 +400,19 @@ class LiveTracking:
     once every stream has stopped (the others run to their end).
     """
 
-    def __init__(self, client, streams: Mapping[str, tuple[LiveSource | str, Mapping[int, Sequence[Point | Box]]]],
+    def __init__(self, client,
+                 streams: Mapping[str, tuple[LiveSource | str, Mapping[int, Sequence[Point | Box]]]],
                  *, sequence_ids: Mapping[str, int | str] | None = None, model: str = ENSEMBLE,
                  keep_images: bool = False, max_frames: int | None = None):
         self.client = client
         self.max_frames = max_frames
         self.model = model
         self.keep_images = keep_images
-        self.streams = {name: (src if isinstance(src, LiveSource) else LiveSource(src), dict(prompts))
-                        for name, (src, prompts) in streams.items()}
+        self.streams = {name: (src if isinstance(src, LiveSource) else LiveSource(src),
+                               dict(prompts)) for name, (src, prompts) in streams.items()}
         sequence_ids = dict(sequence_ids or {})
-        self.sequence_ids = {name: sequence_ids.get(name) or new_sequence_id() for name in self.streams}
+        self.sequence_ids = {name: sequence_ids.get(name) or new_sequence_id()
+                             for name in self.streams}
         self.stats = {name: StreamStats() for name in self.streams}
         self.errors: dict[str, Exception] = {}
         self._results: queue.Queue = queue.Queue()
@@ -482,7 +489,8 @@ class LiveTracking:
             self.errors[name] = err
         finally:
             source.close(wait=False)  # END first: a stalled reader may block for a read timeout
-            stats.received, stats.dropped, stats.resized = source.received, source.dropped, source.resized
+            stats.received, stats.dropped = source.received, source.dropped
+            stats.resized = source.resized
             if last_jpeg is not None:
                 self._end(name, sequence_id, last_jpeg, sent)
             self._results.put(_DONE)

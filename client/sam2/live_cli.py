@@ -144,8 +144,8 @@ def run_live(client, sources: list[str], prompts: dict, *, out: str | None, as_j
     ids = {name: (int(s) if s.isdigit() else s) for name, s in zip(names, sequence_ids)}
     try:
         streams = {name: (LiveSource(source, options, realtime=realtime, max_pending=max_pending,
-                                     reconnect_s=reconnect_s, read_timeout_s=read_timeout_s), prompts)
-                   for name, source in zip(names, sources)}
+                                     reconnect_s=reconnect_s, read_timeout_s=read_timeout_s),
+                          prompts) for name, source in zip(names, sources)}
         session = LiveTracking(client, streams, sequence_ids=ids, keep_images=out is not None,
                                max_frames=max_frames)
     except ValueError as err:
