@@ -198,8 +198,9 @@ class LiveSource:
             if lost_since is not None:
                 waited = time.monotonic() - lost_since
                 if waited >= self.reconnect_s:
+                    what = "source lost" if self.received else "no frame from this source"
                     raise LiveSourceError(
-                        f"{self.source}: source lost: no frame for {waited:.1f} s after "
+                        f"{self.source}: {what}: no frame for {waited:.1f} s after "
                         f"{attempts} reconnect attempt(s) (last: {reason})")
                 self._stop.wait(min(MAX_BACKOFF_S, 0.25 * 2 ** max(0, attempts - 1)))
                 attempts += 1

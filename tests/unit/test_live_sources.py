@@ -90,7 +90,8 @@ def test_lost_and_missing_sources_are_named(tmp_path):
     url = f"http://127.0.0.1:{port}/live.ts"
     source = LiveSource(url, reconnect_s=1.5, open_timeout_s=1, read_timeout_s=1)
     start = time.monotonic()
-    with pytest.raises(LiveSourceError, match=rf"^{url}: source lost: no frame for [\d.]+ s "
+    with pytest.raises(LiveSourceError, match=rf"^{url}: no frame from this source: no frame "
+                                              r"for [\d.]+ s "
                                               r"after \d+ reconnect attempt"):
         list(source.frames())
     assert time.monotonic() - start < 30  # bounded by reconnect_s (+ one open)
