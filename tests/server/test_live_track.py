@@ -290,3 +290,23 @@ def test_two_live_streams_through_two_replicas(replica_set, clips, from_file, tm
     assert {k: len(v) for k, v in upstreams.items()} == {str(i): TRACKED + 1 for i in ids}
     assert all(len(set(v)) == 1 for v in upstreams.values()), upstreams  # one replica each
     assert len({v[0] for v in upstreams.values()}) == 2  # both replicas
+
+
+def test_python_client_tracks_a_live_url(server, clips, from_file):
+    """``Sam2VideoClient.track`` takes a live URL too (every frame, in order): an HTTP
+    MPEG-TS stream gives the masks of the file."""
+    from tritonlens.client.sam2.track import Box, Sam2VideoClient
+
+    port = free_port(socket.SOCK_STREAM)
+    sender = serve_http(clips["slow"], port)
+    try:
+        client = Sam2VideoClient(f"127.0.0.1:{server.grpc_port}")
+        box = [float(v) for v in BOX.split(":")[1].split(",")]
+        results = list(client.track(f"http://127.0.0.1:{port}/live.ts", {0: [Box(*box)]},
+                                    max_frames=TRACKED))
+    finally:
+        stop(sender)
+    assert [r.frame_index for r in results] == list(range(TRACKED))
+    for r in results:
+        expected = from_file[f"frame{r.frame_index:05d}_object1.png"]
+        assert mask_iou(r.masks[0], expected) >= 0.99, r.frame_index
