@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml Makefile examples/tritonlens-timm/pyproject.toml
 	command -v curl >/dev/null || $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y curl; \
 	command -v kubectl >/dev/null || $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y kubectl \
 	  || echo "kubectl is not in this host's apt sources: install it to validate deploy/k8s"
+	# FFmpeg as the camera and the stock player of the live-video tests (tests/server/test_live_track.py).
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if ! command -v ffmpeg >/dev/null; then \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y ffmpeg; fi
 	touch $@
 
 demo: setup  ## the main job: export, serve and query on real photos through a real tritonserver

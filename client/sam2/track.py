@@ -178,6 +178,14 @@ class Sam2VideoClient(SequenceClient):
         with ThreadPoolExecutor(max_workers=max(1, len(videos))) as pool:
             return dict(pool.map(run, videos.items()))
 
+    def track_live(self, streams: Mapping[str, tuple], **kwargs):
+        """Track live sources (and files) in real time, several at once: a
+        :class:`tritonlens.client.sam2.live.LiveTracking` over ``streams`` (name ->
+        (source, prompts)); iterate it for ``LiveFrame`` results as masks come back."""
+        from tritonlens.client.sam2.live import LiveTracking
+
+        return LiveTracking(self, streams, **kwargs)
+
 
 def _lookahead(items: Iterator) -> Iterator[tuple[object, bool]]:
     """(item, is_last) pairs."""

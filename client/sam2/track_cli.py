@@ -14,6 +14,8 @@ import typer
 from tritonlens.client.base import TritonLensError
 from tritonlens.client.options import (Protocol, Url, check_protocol, console, err_console, fail,
                                        warn_random_weights)
+from tritonlens.client.sam2.live import is_live
+from tritonlens.client.sam2.live_cli import is_stream_target, parse_source_options, run_live
 from tritonlens.client.sam2.render import draw_prompts
 from tritonlens.client.sam2.track import Box, Point, Sam2VideoClient, TrackedFrame
 from tritonlens.client.sam2.video import read_video
@@ -94,19 +96,41 @@ class VideoWriter:
 
 
 def track(
-    video: Annotated[Path, typer.Argument(help="Video file (any format FFmpeg reads) or a folder of frames")],
+    sources: Annotated[list[str], typer.Argument(
+        metavar="SOURCE", help="Video file (any format FFmpeg reads), folder of frames, or live "
+                                  "source: rtsp://, http(s):// (MPEG-TS, MJPEG, HLS), udp://, "
+                                  "srt://, /dev/video0. Several: one sequence each, at once")],
     point: Annotated[list[str] | None, typer.Option(
         "--point", help="FRAME:x,y[,label]\\[@object]: a click in pixels on that frame; label 1 "
                         "foreground (default), 0 background; object ID 1 by default. Repeatable")] = None,
     box: Annotated[list[str] | None, typer.Option(
         "--box", help="FRAME:x0,y0,x1,y1\\[@object]: a box in pixels. Repeatable")] = None,
-    out: Annotated[Path | None, typer.Option(
-        help="A folder (per-frame mask PNGs + overlay.mp4) or an .mp4 file (the overlay video)")] = None,
+    out: Annotated[str | None, typer.Option(
+        help="A folder (per-frame mask PNGs + overlay.mp4; one subfolder per source with "
+             "several), an .mp4 file (the overlay video) or a URL the overlay is streamed to "
+             "as MPEG-TS (udp://host:port ...)")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames")] = None,
     fps: Annotated[int, typer.Option(help="Frame rate of the overlay video")] = 12,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object per frame as it is tracked: frame, and per "
                        "object its id, mask area (pixels), object score (logit) and visible")] = False,
+    source_option: Annotated[list[str] | None, typer.Option(
+        "--source-option", help="KEY=VALUE FFmpeg option for the sources, e.g. "
+                                "rtsp_transport=tcp, timeout=5000000. Repeatable")] = None,
+    realtime: Annotated[bool | None, typer.Option(
+        "--realtime/--every-frame", help="Real time: never wait for the server, drop the frames "
+                                         "it cannot take in time [default: real time for live "
+                                         "sources, every frame for files]")] = None,
+    max_pending: Annotated[int, typer.Option(
+        help="Frames waiting per stream in real time; the oldest is dropped beyond it")] = 2,
+    reconnect_for: Annotated[float, typer.Option(
+        help="Seconds a live source that stopped is reconnected (with back-off) before it "
+             "is given up")] = 30.0,
+    read_timeout: Annotated[float, typer.Option(
+        help="Seconds one read of a live source may block before it counts as stalled")] = 10.0,
+    sequence_id: Annotated[list[str] | None, typer.Option(
+        "--sequence-id", help="Correlation ID of each source's sequence, in order [default: "
+                              "random]. Repeatable")] = None,
     url: Url = None,
     protocol: Protocol = "grpc",
 ) -> None:
@@ -114,6 +138,8 @@ def track(
     a time on a Triton sequence; prompts can be given on any frame.
 
     Example: tritonlens track clip.mp4 --point 0:210,120 --box 30:10,40,90,160@2 --out tracked.mp4
+
+    Live: tritonlens track rtsp://cam/stream --box 0:10,40,90,160 --out udp://127.0.0.1:5001
     """
     from PIL import Image
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -123,6 +149,23 @@ def track(
         prompts.setdefault(frame, []).append(prompt)
     if not prompts:
         fail("give at least one --point FRAME:x,y[,label][@object] or --box FRAME:x0,y0,x1,y1[@object]")
+    live = (len(sources) > 1 or is_live(sources[0]) or bool(realtime) or bool(sequence_id)
+            or bool(source_option) or (out is not None and is_stream_target(out)))
+    if live:  # the real-time path (client/sam2/live_cli.py); files alone keep this one
+        client = Sam2VideoClient(url, check_protocol(protocol))
+        try:
+            client.check_ready("sam2_track")
+            warn_random_weights(client.model_parameter("sam2_image_encoder", "tritonlens.weights"))
+        except TritonLensError as err:
+            fail(str(err))
+        return run_live(client, sources, prompts, out=out,
+                        as_json=as_json, options=parse_source_options(source_option),
+                        realtime=realtime, max_pending=max_pending, reconnect_s=reconnect_for,
+                        read_timeout_s=read_timeout, sequence_ids=sequence_id or [],
+                        max_frames=max_frames,
+                        draw=lambda result, shown: draw_prompts(
+                            overlay_frame(result.image, result), shown, COLOURS))
+    video, out = Path(sources[0]), None if out is None else Path(out)
     masks_dir, writer = None, None
     if out is not None:
         if out.suffix.lower() == ".mp4":

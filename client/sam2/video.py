@@ -25,11 +25,22 @@ def encode_frame(frame: np.ndarray | bytes, quality: int = 95) -> bytes:
 
 
 def read_video(path: str | Path) -> Iterator[np.ndarray]:
-    """Decode a video file (PyAV) or a folder of images (sorted by name) into RGB frames.
+    """Decode a video file (PyAV), a folder of images (sorted by name) or a live source
+    (every frame, ``tritonlens.client.sam2.live``) into RGB frames.
 
     Raises:
-        TritonLensError: the path does not exist, or PyAV cannot decode it.
+        TritonLensError: the path does not exist, or PyAV cannot decode it (a live source:
+            ``LiveSourceError`` when it cannot be opened or is lost).
     """
+    from tritonlens.client.sam2.live import LiveSource, is_live
+
+    if is_live(path):
+        source = LiveSource(path, realtime=False)
+        try:
+            yield from (frame.rgb(source.size) for frame in source.frames())
+        finally:
+            source.close()
+        return
     path = Path(path)
     if path.is_dir():
         for file in sorted(p for p in path.iterdir()

@@ -25,6 +25,8 @@ streams idle longer than ``stream_idle_seconds`` (seconds, finite and above 0; m
 anything else fails the load with a ``ConfigError`` naming it) are freed by a sweep (on
 every ``execute`` and from a timer thread) and logged, and their next frame is told they
 were evicted.
+The number of streams with state is the Prometheus gauge ``tritonlens_sam2_tracker_streams``
+(label ``model``) on Triton's metrics endpoint, set after every ``execute`` and sweep.
 Triton's own ``max_sequence_idle_microseconds`` is set longer (the export's
 ``TRITON_IDLE_FACTOR``), so the tracker, not Triton, is the one that evicts; every refusal
 is INVALID_ARG (``tritonlens.serve.errors``).
@@ -83,6 +85,12 @@ class TritonPythonModel:
         release_freed_memory()  # what building the model freed (see tritonlens.serve.resources)
         self.weights_note = params.get(WEIGHTS_PARAMETER, "")
         self.lock = threading.Lock()
+        # The family must outlive its metric (the stub refuses to set an orphaned metric).
+        self.streams_family = pb_utils.MetricFamily(
+            name="tritonlens_sam2_tracker_streams",
+            description="Video streams the SAM 2 tracker holds tracking state for",
+            kind=pb_utils.MetricFamily.GAUGE)
+        self.streams_gauge = self.streams_family.Metric(labels={"model": self.name})
         self.stop = threading.Event()
         self.sweeper = threading.Thread(target=self._sweep_loop, daemon=True)
         self.sweeper.start()
@@ -94,6 +102,7 @@ class TritonPythonModel:
     def _sweep(self):
         with self.lock:
             evicted = self.tracker.sweep(self.idle_s)
+            self.streams_gauge.set(len(self.tracker.streams))
         for stream in evicted:
             pb_utils.Logger.log_warn(f"{self.name}: stream {stream!r} idle for more than "
                                      f"{self.idle_s:g} s: evicted, its tracking state freed")
@@ -142,6 +151,8 @@ class TritonPythonModel:
                 responses.append(self._frame(request))
             except Exception as err:  # one bad request must not fail the others
                 responses.append(response_for_exception(pb_utils, self.name, err))
+        with self.lock:
+            self.streams_gauge.set(len(self.tracker.streams))
         return responses
 
     def finalize(self):
