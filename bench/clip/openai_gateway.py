@@ -34,14 +34,13 @@ import json
 import os
 import statistics
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import psutil
 
 from tritonlens.bench.host import cpu_model
+from tritonlens.bench.load import closed_loop
 from tritonlens.bench.monitor import load_average
 from tritonlens.bench.clip.proxy import process_tree_cpu
 from tritonlens.export.onnx_variants import host_isa
@@ -84,35 +83,6 @@ def gateway_call(gateway: OpenAIGateway):
             raise RuntimeError(f"gateway answered {response.status}: {answer}")
         return np.frombuffer(base64.b64decode(answer["data"][0]["embedding"]), "<f4")
     return call
-
-
-def closed_loop(make_call, items: list, concurrency: int, seconds: float) -> tuple[int, float, list[float]]:
-    """``concurrency`` threads, each with its own ``make_call()``, send ``items`` in turn for
-    ``seconds``; returns (requests done, wall seconds, latencies in s)."""
-    calls = [make_call() for _ in range(concurrency)]
-    for call in calls:
-        call(items[0])  # connections open, models warm
-    done, latencies, lock = [0], [], threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker(k: int):
-        i = k
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            calls[k](items[i % len(items)])
-            took = time.perf_counter() - start
-            with lock:
-                done[0] += 1
-                latencies.append(took)
-            i += 1
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return done[0], time.perf_counter() - start, latencies
 
 
 def cpu(pid: int) -> float:

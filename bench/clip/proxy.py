@@ -21,13 +21,12 @@ import argparse
 import os
 import statistics
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import psutil
 
 from tritonlens.bench.host import cpu_model
+from tritonlens.bench.load import closed_loop
 from tritonlens.client.clip import ClipClient
 from tritonlens.launcher.nginx import NginxProxy, ProxySettings
 from tritonlens.launcher.replicas import ReplicaSet
@@ -59,32 +58,9 @@ def process_tree_cpu(pids: list[int]) -> float:
     return total
 
 
-def closed_loop(url: str, images: list[bytes], concurrency: int, seconds: float) -> tuple[int, float, list[float]]:
-    """``concurrency`` threads classify ``images`` in turn for ``seconds``; returns (requests
-    done, wall seconds, latencies in s)."""
-    client = ClipClient(url, "grpc")
-    client.classify(images[0])  # connections and model warm
-    done, latencies, lock = [0], [], threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker(offset: int):
-        i = offset
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            client.classify(images[i % len(images)])
-            took = time.perf_counter() - start
-            with lock:
-                done[0] += 1
-                latencies.append(took)
-            i += 1
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return done[0], time.perf_counter() - start, latencies
+def classify_calls(url: str):
+    """A new gRPC client's ``classify`` (one per closed-loop thread)."""
+    return ClipClient(url, "grpc").classify
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
             for round_ in range(args.rounds):
                 for name, url in setups.items():
                     cpu0, proxy0 = process_tree_cpu(pids), process_tree_cpu(nginx)
-                    count, wall, latencies = closed_loop(url, images, args.concurrency, args.seconds)
+                    count, wall, latencies = closed_loop(lambda: classify_calls(url), images,
+                                                         args.concurrency, args.seconds)
                     cpu, proxy = process_tree_cpu(pids) - cpu0, process_tree_cpu(nginx) - proxy0
                     results[name].append((count / wall, cpu / count, statistics.median(latencies),
                                           proxy / count))

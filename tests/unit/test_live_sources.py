@@ -18,9 +18,10 @@ from tritonlens.client.sam2.video import read_video
 from tritonlens.client.sam2.video import pan_zoom_frames
 
 
-def write_ts(path, size=(240, 320), count=8, fps=25) -> str:
+def write_ts(path, size=(240, 320), count=8, fps=25, format="mpegts", options=None) -> str:
+    """A pan/zoom clip over a real photo, H.264 in MPEG-TS (or ``format``, e.g. hls)."""
     frames = pan_zoom_frames(skimage.data.chelsea(), count, size=size)
-    with av.open(str(path), "w", format="mpegts") as container:
+    with av.open(str(path), "w", format=format, options=options or {}) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = size
         stream.pix_fmt = "yuv420p"
@@ -121,17 +122,8 @@ def test_a_finite_http_stream_is_read_once(tmp_path):
     import http.server
     import threading
 
-    frames = pan_zoom_frames(skimage.data.chelsea(), 12)
-    with av.open(str(tmp_path / "index.m3u8"), "w", format="hls",
-                 options={"hls_time": "1", "hls_list_size": "0"}) as container:
-        stream = container.add_stream("libx264", rate=12)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_ts(tmp_path / "index.m3u8", count=12, fps=12, format="hls",
+             options={"hls_time": "1", "hls_list_size": "0"})
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
