@@ -126,11 +126,13 @@ def classification_table(result, title: str) -> Table:
 
 
 def classify_command(client, images: list[Path], top_k: int, concurrency: int, as_json: bool,
-                     expand: Callable[[list[Path]], list[Path]] = list) -> None:
+                     expand: Callable[[list[Path]], list[Path]] = list, model: str | None = None,
+                     run: Callable[[list[Path], str], int] | None = None) -> None:
     """The body of every family's ``classify`` command: check ``--top-k`` and
     ``--concurrency``, ``expand`` the arguments into files (e.g. folders into their images),
-    check that ``client.classify_model`` is ready, warn about random weights, then
-    :func:`print_classifications` with ``client.classify(image, top_k)``.
+    check that ``model`` (default ``client.classify_model``) is ready, warn about random
+    weights, then ``run(files, weights)`` (default: :func:`print_classifications` with
+    ``client.classify(image, top_k)``), which prints the results and returns how many failed.
 
     Raises:
         typer.Exit: 1 when an option, the server or any image failed (each named on stderr).
@@ -143,13 +145,16 @@ def classify_command(client, images: list[Path], top_k: int, concurrency: int, a
         fail(f"--concurrency must be at least 1, not {concurrency}")
     try:
         files = expand(images)
-        client.check_ready(client.classify_model)
+        client.check_ready(model or client.classify_model)
         weights = client.weights()
     except TritonLensError as err:
         fail(str(err))
     warn_random_weights(weights)
-    if print_classifications(files, lambda image: client.classify(image, top_k), concurrency,
-                             as_json, weights):
+    if run is None:
+        def run(files, weights):
+            return print_classifications(files, lambda image: client.classify(image, top_k),
+                                         concurrency, as_json, weights)
+    if run(files, weights):
         raise typer.Exit(1)
 
 

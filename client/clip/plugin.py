@@ -161,7 +161,7 @@ def classify(
     Without --labels: against the exported labels (clip_classify); images are sent
     concurrently, one request each, so Triton's dynamic batcher groups them. With --labels
     or --labels-file: against those labels (clip_rank), images in chunks of its max_images;
-    the server keeps every label's text embedding (response cache), so each is encoded once.
+    the server keeps every label's text embedding (clip_rank's text cache), so each is encoded once.
     Results are printed in input order as they arrive. A bad image fails alone, with the
     server's reason; the exit code is 1 if any did.
     """
@@ -183,21 +183,14 @@ def classify_labels(client: ClipClient, images: list[Path], labels: str | None,
 
     if labels is not None and labels_file is not None:
         fail("give --labels or --labels-file, not both")
-    if top_k < 1:
-        fail(f"--top-k must be at least 1, not {top_k}")
-    if concurrency < 1:
-        fail(f"--concurrency must be at least 1, not {concurrency}")
     try:
         candidates = parse_labels(labels) if labels is not None else read_labels_file(labels_file)
-        files = expand_images(images)
-        client.check_ready(client.rank_model)
-        weights = client.weights()
     except TritonLensError as err:
         fail(str(err))
-    warn_random_weights(weights)
-    if print_ranked(client, files, candidates, templates or None, top_k, concurrency, as_json,
-                    weights):
-        raise typer.Exit(1)
+    classify_command(client, images, top_k, concurrency, as_json, expand=expand_images,
+                     model=client.rank_model, run=lambda files, weights: print_ranked(
+                         client, files, candidates, templates or None, top_k, concurrency,
+                         as_json, weights))
 
 
 def embed(
