@@ -224,7 +224,8 @@ def test_docs_live_camera_recipe_runs(server, tmp_path):
 @pytest.fixture(scope="module")
 def replica_set(repo, tmp_path_factory):
     """Two tritonserver replicas of the session repository behind nginx (sam2_track only)."""
-    from tritonlens.serve.replicas import ProxySettings, ReplicaSet, find_nginx
+    from tritonlens.launcher.nginx import ProxySettings, find_nginx
+    from tritonlens.launcher.replicas import ReplicaSet
 
     find_nginx()  # RuntimeError naming nginx when it is missing
     with ReplicaSet(repo, 2, ProxySettings(grpc_port=0, http_port=0),
@@ -238,7 +239,7 @@ def test_two_live_streams_through_two_replicas(replica_set, clips, from_file, tm
     correlation ID per replica: every request of a stream (its END too) reaches one replica,
     the streams use both, and each stream's masks equal tracking the file."""
     from tritonlens.client.sam2.track import Sam2VideoClient
-    from tritonlens.serve.replicas import read_access_log
+    from tritonlens.launcher.nginx import read_access_log
 
     client = Sam2VideoClient(replica_set.grpc_url)
     by_replica = {}
