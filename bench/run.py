@@ -121,14 +121,17 @@ def plan_points(scenario: scenarios.Scenario, options: BenchOptions) -> list[Per
     return points
 
 
-def measure(tool, server, point: PerfPoint, input_data: Path, options: BenchOptions) -> PerfPoint:
-    """One perf_analyzer run with the resource monitor around it."""
+def measure(tool, server, point: PerfPoint, input_data: Path, options: BenchOptions,
+            min_window_ms: int = 0) -> PerfPoint:
+    """One perf_analyzer run with the resource monitor around it; its window at least
+    ``min_window_ms`` (the scenario's)."""
     measurement = options.measurement
     if point.sequence_length:
         # A window must hold whole sequences of slow (~1 s) frames: short windows give
         # one-request passes and perf_analyzer gives up on them.
-        measurement = Measurement(max(measurement.interval_ms, 5000), measurement.stability_percent,
-                                  measurement.max_trials)
+        min_window_ms = max(min_window_ms, 5000)
+    if min_window_ms > measurement.interval_ms:
+        measurement = Measurement(min_window_ms, measurement.stability_percent, measurement.max_trials)
     with ResourceMonitor(server.process.pid) as monitor:
         run_point(tool, point, server.url(point.protocol), input_data, options.out / "perf_analyzer",
                   measurement, on_start=monitor.watch_client)
@@ -193,7 +196,7 @@ def run_bench(options: BenchOptions) -> Path:
         for scenario in chosen:
             data = write_input_data(out / "inputs" / f"{scenario.model}.json", scenario.build_inputs(inputs))
             for point in plan_points(scenario, options):
-                points.append(measure(tool, server, point, data, options))
+                points.append(measure(tool, server, point, data, options, scenario.min_window_ms))
 
         def measure_model(model: str) -> dict:
             """One point of ``model`` (first protocol, top concurrency) on its scenario's data."""

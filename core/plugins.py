@@ -135,6 +135,8 @@ class Scenario:
             over every concurrency.
         sequence_length: > 0 for stateful models (sequence batcher): requests per sequence.
         shared_memory: also measure with system shared memory (large tensors, end to end).
+        min_window_ms: perf_analyzer's measurement window is at least this long (ms), for a
+            model whose requests take about a second (the quick mode's windows are 800 ms).
     """
 
     model: str
@@ -143,6 +145,7 @@ class Scenario:
     end_to_end: bool = False
     sequence_length: int = 0
     shared_memory: bool = False
+    min_window_ms: int = 0
 
 
 @dataclass

@@ -103,6 +103,15 @@ def token_ids(inputs: BenchInputs) -> Streams:
     return [[{"token_ids": row} for row in ids]]
 
 
+def rank_queries(inputs: BenchInputs) -> Streams:
+    """clip_rank's ``image`` BYTES [1] (one photo) and ``text`` BYTES [C] (the served zero-shot
+    head's labels) per query: a client sending the same labels with every photo, whose texts
+    clip_rank's text cache answers after the first request."""
+    labels = read_lines(inputs.repo / "clip_zero_shot" / "labels.txt", "labels")
+    return [[{"image": [photo.read_bytes()], "text": [label.encode("utf-8") for label in labels]}
+             for photo in inputs.photos]]
+
+
 def scenarios() -> list[Scenario]:
     """The clip family's scenarios: the ensembles and every model they chain."""
     return [
@@ -114,4 +123,6 @@ def scenarios() -> list[Scenario]:
         Scenario("clip_embed_text", "clip", texts),
         Scenario("clip_tokenize", "clip", texts),
         Scenario("clip_text_encoder", "clip", token_ids),
+        # one query waits on several BLS calls: about a second on a loaded 2-core host
+        Scenario("clip_rank", "clip", rank_queries, min_window_ms=3000),
     ]
