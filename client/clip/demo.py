@@ -27,11 +27,14 @@ class ClipDemoOptions:
 
 
 def existing_export(repo: Path, model: str, pretrained: str) -> bool:
-    """True if ``repo`` already holds a CLIP export of ``model`` with these weights."""
+    """True if ``repo`` already holds a CLIP export of ``model`` with these weights, with every
+    model today's default export writes (an older export without ``clip_rank`` is exported
+    again)."""
     from tritonlens.export.config import parse_config
 
     config_path = repo / "clip_image_encoder" / "config.pbtxt"
-    if not (config_path.exists() and (repo / "clip_classify" / "config.pbtxt").exists()):
+    if not all((repo / name / "config.pbtxt").exists()
+               for name in ("clip_image_encoder", "clip_classify", "clip_rank")):
         return False
     params = parse_config(config_path).parameters
     weights = "random" if pretrained in ("", "none") else pretrained
