@@ -49,6 +49,7 @@ def describe(counts: dict[str, int]) -> str:
 
 TEXT_CACHE_PARAMETER = "text_cache_bytes"
 _LOOKUPS = re.compile(r'^tritonlens_text_cache_lookups_total\{([^}]*)\} (\S+)$', re.MULTILINE)
+OUTCOMES = {"hit": "hits", "miss": "misses"}  # the metric's outcome label -> the count's key
 _BYTES = re.compile(r'^tritonlens_text_cache_bytes\{([^}]*)\} (\S+)$', re.MULTILINE)
 
 
@@ -73,8 +74,8 @@ def text_cache_counts(metrics: str, model: str) -> dict[str, float] | None:
     for labels, value in _LOOKUPS.findall(metrics):
         if f'model="{model}"' in labels:
             outcome = re.search(r'outcome="(\w+)"', labels)
-            if outcome:
-                counts[outcome.group(1) + ("s" if outcome.group(1) == "hit" else "es")] = float(value)
+            if outcome and outcome.group(1) in OUTCOMES:
+                counts[OUTCOMES[outcome.group(1)]] = float(value)
     for labels, value in _BYTES.findall(metrics):
         if f'model="{model}"' in labels:
             counts["bytes"] = float(value)

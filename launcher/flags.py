@@ -10,6 +10,9 @@ from __future__ import annotations
 # Triton's API groups that only callers with the API key may use (Triton's category names).
 # inference, health, metadata, model-config and statistics stay open.
 RESTRICTED_APIS = ("shared-memory", "model-repository", "logging", "trace")
+# tritonserver flags that configure the response cache themselves: passed through, they replace
+# the launcher's ``--cache-config`` (``TritonServer(response_cache_bytes=...)``).
+CACHE_FLAGS = ("--cache-config", "--response-cache-byte-size")
 
 
 # tritonserver flags the launcher sets itself: those an option sets (-> that option of

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tritonlens.launcher.admin import TritonAdmin
 from tritonlens.launcher.errors import ModelLoadError, ServerStartError
-from tritonlens.launcher.flags import RESTRICTED_APIS, check_extra_args
+from tritonlens.launcher.flags import CACHE_FLAGS, RESTRICTED_APIS, check_extra_args
 from tritonlens.launcher.install import (PYTHON_BASED_BACKENDS, TritonInstall, assemble_backend_directory,
                                          find_triton, server_environment)
 from tritonlens.launcher.process import (check_port_free, die_with_parent, forward_log, free_port,
@@ -46,8 +46,6 @@ SHM_DIR = Path("/dev/shm")
 # bad request then gets no output and no error; measured on the text encoder). clip_rank
 # keeps its own text-embedding cache (serve.clip.rank.TextEmbeddingCache).
 DEFAULT_RESPONSE_CACHE_BYTES = 0
-# Flags that configure the cache themselves: given through extra_args, they replace the default.
-CACHE_FLAGS = ("--cache-config", "--response-cache-byte-size")
 
 
 class TritonServer:

@@ -195,3 +195,16 @@ def test_export_writes_a_config_the_model_reads(tmp_path):
     assert RankLimits.from_spec(spec).max_images == 8
     assert spec.number("logit_scale") == 100.0 and "logit_bias" not in spec.parameters
     assert (folder / "1" / "model.py").read_bytes().startswith(b'"""clip_rank')
+
+
+def test_status_reads_the_text_cache_from_triton_metrics():
+    from tritonlens.client.cache_status import describe_text_cache, text_cache_counts
+
+    metrics = ('tritonlens_text_cache_lookups_total{model="clip_rank",outcome="hit"} 120\n'
+               'tritonlens_text_cache_lookups_total{model="clip_rank",outcome="miss"} 27\n'
+               'tritonlens_text_cache_lookups_total{model="other_rank",outcome="hit"} 5\n'
+               'tritonlens_text_cache_bytes{model="clip_rank"} 2097152\n')
+    assert text_cache_counts(metrics, "clip_rank") == {"hits": 120, "misses": 27, "bytes": 2097152}
+    assert describe_text_cache(metrics, "clip_rank") == "text: 120 hits, 27 misses, 2.0 MiB"
+    assert text_cache_counts(metrics, "absent") is None
+    assert describe_text_cache("", "clip_rank") == "text cache (metrics not readable)"
