@@ -71,5 +71,5 @@ def demo(demo: Demo) -> None:
             protocol="grpc", as_json=False)
 
     demo.rule("track through a video, streamed frame by frame (SAM 2, sam2_track)")
-    track(demo_clip(demo), point=["0:160,110"], box=None, out=results / "tracked", max_frames=None,
-          fps=12, url=server.grpc_url, protocol="grpc")
+    track([str(demo_clip(demo))], point=["0:160,110"], box=None, out=str(results / "tracked"),
+          max_frames=None, fps=12, url=server.grpc_url, protocol="grpc")
